@@ -1,0 +1,214 @@
+"""The worker pool: source → bounded stream → N workers → bounded stream → one writer.
+
+Only this module creates task groups and memory streams. It sees its collaborators through
+Protocols (`SessionsApi`, `RecordSink`), so tests drive it with ten-line fakes. Memory is
+bounded by the two streams' buffers, never by the number of machines.
+
+Stopping (SIGINT/SIGTERM) is a `Stopper`: intake stops at once, machines still buffered are
+not started, requests in flight get `grace` seconds to finish, and the writer always drains
+what was collected so the caller can commit it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from collector.errors import ApiError
+from collector.flatten import RecordEncoder
+from collector.models import (
+    Collected,
+    ErrorKind,
+    Failed,
+    Failure,
+    InvalidLine,
+    Machine,
+    Outcome,
+    RunStats,
+)
+
+log = logging.getLogger("collector.pipeline")
+
+
+class SessionsAnswer(Protocol):
+    """**Protocol:** what the API answers for one machine."""
+
+    @property
+    def items(self) -> Sequence[dict[str, Any]]: ...
+
+
+class SessionsApi(Protocol):
+    """**Protocol:** the one call the workers make."""
+
+    async def get_machine_sessions(self, name: str) -> SessionsAnswer: ...
+
+
+class RecordSink(Protocol):
+    """**Protocol:** where the writer puts records and failures."""
+
+    def write_sessions(self, machine_key: str, data: bytes, records: int) -> None: ...
+
+    def write_failure(self, failure: Failure) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+def utc_now() -> str:
+    """Now as RFC 3339 UTC with milliseconds and a Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def invalid_input_failure(line: InvalidLine) -> Failure:
+    return Failure(
+        machine=line.text or line.where(),
+        kind=ErrorKind.INVALID_INPUT,
+        status=None,
+        message=f"{line.where()}: {line.message}",
+        attempts=0,
+        transaction_id=None,
+        at=utc_now(),
+    )
+
+
+class Stopper:
+    """Stops a running pipeline gracefully: no new machines, `grace` seconds for those in flight."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.stopping = False
+        self.intake = anyio.CancelScope()
+        self.work = anyio.CancelScope()
+
+    def stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.intake.cancel()
+        self.work.deadline = anyio.current_time() + self.grace
+
+
+async def collect_one(api: SessionsApi, machine: Machine) -> Outcome:
+    """Collect one machine; the only place an `ApiError` becomes a `Failure`."""
+    try:
+        answer = await api.get_machine_sessions(machine.name)
+    except ApiError as exc:
+        failure = Failure(
+            machine=machine.name,
+            kind=exc.kind,
+            status=exc.status,
+            message=exc.message,
+            attempts=exc.attempts,
+            transaction_id=exc.transaction_id,
+            at=utc_now(),
+        )
+        log.warning(
+            "machine %s failed: %s (%s, status %s, transaction %s)",
+            machine.name,
+            exc.message,
+            exc.kind.value,
+            exc.status,
+            exc.transaction_id,
+        )
+        return Failed(machine, failure)
+    return Collected(machine, list(answer.items), utc_now())
+
+
+class Writer:
+    """The single consumer of outcomes: encodes records, feeds the sink, keeps the counts."""
+
+    def __init__(self, sink: RecordSink, encode: RecordEncoder, stats: RunStats) -> None:
+        self.sink = sink
+        self.encode = encode
+        self.stats = stats
+
+    def handle(self, outcome: Outcome | InvalidLine) -> None:
+        if isinstance(outcome, Collected):
+            sessions = outcome.sessions
+            data = b""
+            if sessions:
+                data = self.encode(outcome.machine.name, outcome.collected_at, sessions)
+            self.sink.write_sessions(outcome.machine.key, data, len(sessions))
+            self.stats.machines_ok += 1
+            self.stats.sessions += len(sessions)
+        elif isinstance(outcome, Failed):
+            self.sink.write_failure(outcome.failure)
+            self.stats.count_failure(outcome.failure.kind)
+        else:
+            log.warning("%s: %s", outcome.where(), outcome.message)
+            self.sink.write_failure(invalid_input_failure(outcome))
+            self.stats.count_failure(ErrorKind.INVALID_INPUT)
+
+
+async def run_pipeline(
+    source: AsyncIterable[Machine | InvalidLine],
+    api: SessionsApi,
+    writer: Writer,
+    *,
+    concurrency: int,
+    stopper: Stopper,
+) -> None:
+    """Collect every machine of `source` with `concurrency` workers, then flush the sink.
+
+    Raises whatever fatal error a worker or the writer raised (after cancelling the rest);
+    `ApiError` never leaves the pool.
+    """
+    machines_send, machines_recv = anyio.create_memory_object_stream[Machine](concurrency * 2)
+    outcomes_send, outcomes_recv = anyio.create_memory_object_stream[Outcome | InvalidLine](
+        concurrency * 2
+    )
+
+    async def feed() -> None:
+        async with machines_send, outcomes_send:
+            with stopper.intake:
+                async for item in source:
+                    if isinstance(item, InvalidLine):
+                        await outcomes_send.send(item)
+                    else:
+                        await machines_send.send(item)
+
+    # Each worker owns a clone of both streams, made before any task runs, so the writer
+    # sees the end exactly when the last worker is done (anyio docs, "Cloning").
+    inboxes: list[MemoryObjectReceiveStream[Machine]] = [
+        machines_recv.clone() for _ in range(concurrency)
+    ]
+    outboxes: list[MemoryObjectSendStream[Outcome | InvalidLine]] = [
+        outcomes_send.clone() for _ in range(concurrency)
+    ]
+    machines_recv.close()
+
+    async def worker(
+        inbox: ObjectReceiveStream[Machine], outbox: ObjectSendStream[Outcome | InvalidLine]
+    ) -> None:
+        async for machine in inbox:
+            if stopper.stopping:
+                return  # buffered machines stay uncollected; resume picks them up
+            await outbox.send(await collect_one(api, machine))
+
+    async def work() -> None:
+        try:
+            with stopper.work:
+                async with anyio.create_task_group() as workers:
+                    for inbox, outbox in zip(inboxes, outboxes, strict=True):
+                        workers.start_soon(worker, inbox, outbox)
+        finally:
+            for inbox in inboxes:
+                inbox.close()
+            for outbox in outboxes:
+                outbox.close()
+
+    async def write() -> None:
+        async with outcomes_recv:
+            async for outcome in outcomes_recv:
+                writer.handle(outcome)
+        writer.sink.flush()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(write)
+        group.start_soon(work)
+        group.start_soon(feed)
