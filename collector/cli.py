@@ -1,0 +1,288 @@
+"""The command line: argparse, one `cmd_<name>` a subcommand, exit codes.
+
+Only this module reads `os.environ` and `sys.argv`, and decides where standard output goes.
+Handlers stay thin: build the Config, run the app, map the outcome to an exit code. Errors of
+ours become one line on standard error (`collector: error: ...`) and their exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from collector import __version__
+from collector.app import RunOptions, StdStreams, run
+from collector.config import Config, load_config, resolve_credentials
+from collector.errors import CollectorError, ConfigError
+from collector.logs import setup_logging
+from collector.sources import parse_shard
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+RUN_EXAMPLES = """\
+examples:
+  collector run -c site.toml --out /data/sessions/2026-11-29
+  collector run -c site.toml --machines machines.csv --concurrency 64 --rate 20
+  collector run -c site.toml --out /data/sessions/2026-11-29 --resume
+  collector run -c site.toml --out /data/sessions/2026-11-29 --retry-failed
+  cat machines.txt | collector run -c site.toml --machines - --out - > sessions.ndjson
+  collector run -c site.toml --shard 2/8 --out /data/sessions/shard-2
+
+exit codes: 0 every machine collected; 1 some machines failed (see errors.ndjson);
+  2 usage, configuration or input error; 3 fatal (credentials, permissions, output);
+  130 interrupted (resumable with --resume)
+"""
+
+CHECK_EXAMPLES = """\
+examples:
+  collector check -c site.toml
+  CITRIX_CLIENT_ID=... CITRIX_CLIENT_SECRET=... collector check -c site.toml
+"""
+
+MACHINES_EXAMPLES = """\
+examples:
+  collector machines -c site.toml --out machines.ndjson
+  collector machines -c site.toml | head
+"""
+
+SIMULATE_EXAMPLES = """\
+examples:
+  collector simulate --machines 5000 --faults hostile --write-machines machines.txt
+  collector simulate --port 8080 --latency-ms 100 --rate-limit 200
+"""
+
+DEMO_EXAMPLES = """\
+examples:
+  collector demo
+  collector demo --out /tmp/demo
+"""
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", help="TOML configuration (see config.example.toml)"
+    )
+
+
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collector",
+        description="Collect every session of many Citrix DaaS / CVAD machines into NDJSON.",
+    )
+    parser.add_argument("--version", action="version", version=f"collector {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    p = commands.add_parser(
+        "run",
+        help="collect the sessions of a machine list",
+        epilog=RUN_EXAMPLES,
+        formatter_class=raw,
+    )
+    add_config_option(p)
+    p.add_argument(
+        "--machines", metavar="PATH", help="machine list (text, csv, ndjson) or - for stdin"
+    )
+    p.add_argument("--all-machines", action="store_true", help="discover machines with the API")
+    p.add_argument("--site-wide", action="store_true", help="read /cvad/manage/Sessions pages")
+    p.add_argument("--out", metavar="DIR", help="output directory, or - for standard output")
+    p.add_argument("--errors", metavar="PATH", help="with --out -: write failed machines here")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--retry-failed", action="store_true", help="collect again the machines of errors.ndjson"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at most")
+    p.add_argument("--rate", type=float, metavar="R", help="requests per second at most (0: none)")
+    p.add_argument("--shard", metavar="K/N", help="collect only shard K of N (0 <= K < N)")
+    p.add_argument("--strict", action="store_true", help="stop before any request on a bad line")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    p.add_argument("--metrics-file", metavar="PATH", help="Prometheus text metrics at the end")
+    add_log_options(p)
+    p.set_defaults(handler=cmd_run)
+
+    p = commands.add_parser(
+        "machines", help="list the site's machines", epilog=MACHINES_EXAMPLES, formatter_class=raw
+    )
+    add_config_option(p)
+    p.add_argument("--out", metavar="PATH", default="-", help="NDJSON file, or - (default)")
+    add_log_options(p)
+    p.set_defaults(handler=cmd_machines)
+
+    p = commands.add_parser(
+        "check",
+        help="validate the configuration and call the API once",
+        epilog=CHECK_EXAMPLES,
+        formatter_class=raw,
+    )
+    add_config_option(p)
+    add_log_options(p)
+    p.set_defaults(handler=cmd_check)
+
+    p = commands.add_parser(
+        "simulate",
+        help="run the embedded Citrix DaaS simulator",
+        epilog=SIMULATE_EXAMPLES,
+        formatter_class=raw,
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0: a free port")
+    p.add_argument("--machines", type=int, default=1000, metavar="N")
+    p.add_argument("--seed", type=int, default=1, metavar="S")
+    p.add_argument("--latency-ms", type=float, default=0.0, metavar="MS")
+    p.add_argument("--rate-limit", type=float, default=0.0, metavar="R", help="requests/s; 0: none")
+    p.add_argument("--faults", choices=("none", "flaky", "hostile"), default="none")
+    p.add_argument("--token-lifetime", type=float, default=3600.0, metavar="S")
+    p.add_argument("--write-machines", metavar="FILE", help="write the machine list here")
+    add_log_options(p)
+    p.set_defaults(handler=cmd_simulate)
+
+    p = commands.add_parser(
+        "demo",
+        help="collect from the embedded simulator: no credentials, no network",
+        epilog=DEMO_EXAMPLES,
+        formatter_class=raw,
+    )
+    p.add_argument("--out", default="demo-out", metavar="DIR", help="default: ./demo-out")
+    p.add_argument("--machines", type=int, default=500, metavar="N")
+    add_log_options(p)
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def run_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Command-line flags as configuration overrides (the top of the precedence)."""
+    overrides: dict[str, dict[str, Any]] = {"input": {}, "collect": {}, "output": {}}
+    if args.machines is not None:
+        overrides["input"]["machines"] = args.machines
+    if args.all_machines:
+        overrides["input"]["all_machines"] = True
+    if args.site_wide:
+        overrides["collect"]["mode"] = "site-wide"
+    if args.concurrency is not None:
+        overrides["collect"]["concurrency"] = args.concurrency
+    if args.rate is not None:
+        overrides["collect"]["rate"] = args.rate
+    if args.out is not None:
+        overrides["output"]["dir"] = args.out
+    return overrides
+
+
+def load(args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    return load_config(args.config, os.environ, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load(args, run_overrides(args))
+    credentials = resolve_credentials(config, os.environ)
+    args.redactor.secrets += credentials.secrets()
+    if args.errors and config.output.dir != "-":
+        raise ConfigError("--errors goes with --out -; a directory run writes DIR/errors.ndjson")
+    options = RunOptions(
+        resume=args.resume,
+        retry_failed=args.retry_failed,
+        overwrite=args.overwrite,
+        strict=args.strict,
+        shard=parse_shard(args.shard) if args.shard else None,
+        progress=not args.no_progress,
+        metrics_file=args.metrics_file or "",
+        errors_path=args.errors or "",
+    )
+    streams = StdStreams(
+        stdin=sys.stdin,
+        stdout=sys.stdout.buffer,
+        stderr=sys.stderr,
+        interactive=sys.stderr.isatty(),
+    )
+    result = anyio.run(run, config, credentials, options, streams)
+    return result.exit_code
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from collector.site import check
+
+    config = load(args)
+    credentials = resolve_credentials(config, os.environ)
+    args.redactor.secrets += credentials.secrets()
+    for line in anyio.run(check, config, credentials):
+        print(line)
+    return 0
+
+
+def cmd_machines(args: argparse.Namespace) -> int:
+    from collector.site import list_machines
+
+    config = load(args)
+    credentials = resolve_credentials(config, os.environ)
+    args.redactor.secrets += credentials.secrets()
+    target = None if args.out == "-" else Path(args.out)
+    count = anyio.run(list_machines, config, credentials, target, sys.stdout.buffer)
+    print(f"{count} machines", file=sys.stderr)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from collector.simulator import SimulatorConfig, run_forever
+
+    sim_config = SimulatorConfig(
+        host=args.host,
+        port=args.port,
+        machines=args.machines,
+        seed=args.seed,
+        latency_ms=args.latency_ms,
+        rate_limit=args.rate_limit,
+        faults=args.faults,
+        token_lifetime_s=args.token_lifetime,
+        write_machines=args.write_machines,
+    )
+
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    anyio.run(run_forever, sim_config, announce)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from collector.demo import demo
+
+    streams = StdStreams(
+        stdin=None, stdout=sys.stdout.buffer, stderr=sys.stderr, interactive=sys.stderr.isatty()
+    )
+    result = anyio.run(demo, Path(args.out), args.machines, streams)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.redactor = setup_logging(args.log_level, args.log_format)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except CollectorError as exc:
+        message = str(exc)
+        for secret in args.redactor.secrets:
+            message = message.replace(secret, "***")
+        print(f"collector: error: {message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("collector: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        logging.shutdown()

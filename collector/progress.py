@@ -1,0 +1,180 @@
+"""What an operator sees: a progress bar (or a log line every 10 s), the summary, metrics.
+
+Everything here only reads `RunStats`; nothing calls back into the pipeline. Output goes to
+standard error, never to standard output, which may be carrying records.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from collector.models import RunStats
+from collector.sinks import write_atomic
+
+log = logging.getLogger("collector.progress")
+
+LOG_INTERVAL_S = 10.0
+
+
+@dataclass(slots=True)
+class RateMeter:
+    """Requests per second over the last interval, from the running request count."""
+
+    last_count: int = 0
+    last_time: float = 0.0
+    rate: float = 0.0
+
+    def update(self, count: int, now: float) -> float:
+        if self.last_time and now > self.last_time:
+            self.rate = (count - self.last_count) / (now - self.last_time)
+        self.last_count, self.last_time = count, now
+        return self.rate
+
+
+class ProgressReporter:
+    """Shows progress while `run()` is running; cancel it to stop."""
+
+    def __init__(
+        self,
+        stats: RunStats,
+        *,
+        total: Callable[[], int | None],
+        interactive: bool,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.stats = stats
+        self.total = total
+        self.interactive = interactive
+        self.stream = stream or sys.stderr
+        self.meter = RateMeter()
+
+    def line(self) -> str:
+        s = self.stats
+        total = self.total()
+        of = f"/{total}" if total is not None else ""
+        return (
+            f"machines {s.machines_done}{of} (ok {s.machines_ok}, failed {s.machines_failed}), "
+            f"sessions {s.sessions}, requests {s.requests} ({self.meter.rate:.1f}/s), "
+            f"429s {s.throttled}, retries {s.retries}"
+        )
+
+    async def run(self) -> None:
+        if self.interactive:
+            await self._run_bar()
+        else:
+            await self._run_log()
+
+    async def _run_log(self) -> None:
+        while True:
+            await anyio.sleep(LOG_INTERVAL_S)
+            self.meter.update(self.stats.requests, time.monotonic())
+            log.info("progress: %s", self.line())
+
+    async def _run_bar(self) -> None:
+        console = Console(file=self.stream, stderr=True)
+        columns = (
+            TextColumn("[bold]machines"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console, transient=True, redirect_stdout=False) as bar:
+            task = bar.add_task("collect", total=self.total(), detail="")
+            while True:
+                rate = self.meter.update(self.stats.requests, time.monotonic())
+                s = self.stats
+                bar.update(
+                    task,
+                    completed=s.machines_done,
+                    total=self.total(),
+                    detail=(
+                        f"sessions {s.sessions}  {rate:.0f} req/s  429s {s.throttled}  "
+                        f"failed {s.machines_failed}"
+                    ),
+                )
+                await anyio.sleep(0.5)
+
+
+def summary_lines(
+    stats: RunStats, *, duration_s: float, output: str, complete: bool, exit_code: int
+) -> list[str]:
+    """The end-of-run summary, one line a fact."""
+    failed = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.failed.items())) or "none"
+    throughput = stats.machines_done / duration_s if duration_s > 0 else 0.0
+    lines = [
+        "collector run " + ("finished" if complete else "stopped before the end"),
+        f"  machines ok      {stats.machines_ok}",
+        f"  machines failed  {stats.machines_failed} ({failed})",
+    ]
+    if stats.machines_skipped:
+        lines.append(f"  already done     {stats.machines_skipped} (committed by an earlier run)")
+    lines += [
+        f"  duplicates       {stats.duplicates} dropped",
+        f"  sessions         {stats.sessions}",
+        f"  requests         {stats.requests} ({stats.retries} retries, {stats.throttled} 429s, "
+        f"{stats.token_requests} token calls)",
+        f"  duration         {duration_s:.1f} s ({throughput:.1f} machines/s)",
+        f"  output           {output}",
+        f"  exit code        {exit_code}",
+    ]
+    return lines
+
+
+def print_summary(lines: list[str], stream: TextIO | None = None) -> None:
+    out = stream or sys.stderr
+    print("\n".join(lines), file=out, flush=True)
+
+
+def metrics_text(stats: RunStats, *, duration_s: float, exit_code: int, complete: bool) -> str:
+    """Prometheus text exposition of the run, for a node exporter's textfile collector."""
+    rows = [
+        ("collector_machines_ok", "Machines collected.", "gauge", stats.machines_ok, {}),
+        ("collector_sessions", "Sessions written.", "gauge", stats.sessions, {}),
+        ("collector_requests", "HTTP requests made.", "gauge", stats.requests, {}),
+        ("collector_retries", "Requests retried.", "gauge", stats.retries, {}),
+        ("collector_throttled", "429 answers received.", "gauge", stats.throttled, {}),
+        ("collector_duplicates", "Duplicate machines dropped.", "gauge", stats.duplicates, {}),
+        ("collector_duration_seconds", "Run duration.", "gauge", round(duration_s, 3), {}),
+        ("collector_exit_code", "Exit code of the run.", "gauge", exit_code, {}),
+        ("collector_complete", "1 if the run reached its end.", "gauge", int(complete), {}),
+        (
+            "collector_last_run_timestamp_seconds",
+            "When the run ended.",
+            "gauge",
+            int(time.time()),
+            {},
+        ),
+    ]
+    out: list[str] = []
+    for name, help_text, kind, value, _ in rows:
+        out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    out += [
+        "# HELP collector_machines_failed Machines that failed, by kind.",
+        "# TYPE collector_machines_failed gauge",
+    ]
+    out += [f'collector_machines_failed{{kind="{k}"}} {n}' for k, n in sorted(stats.failed.items())]
+    return "\n".join(out) + "\n"
+
+
+def write_metrics(path: Path, text: str) -> None:
+    write_atomic(path, text.encode())
