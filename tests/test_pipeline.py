@@ -1,0 +1,181 @@
+"""The worker pool, driven through its Protocols with small fakes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+from collector.errors import ApiError, AuthError
+from collector.flatten import make_flattener, make_record_encoder
+from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats
+from collector.pipeline import Stopper, Writer, run_pipeline
+
+@dataclass
+class Answer:
+    items: Sequence[dict[str, Any]]
+
+
+@dataclass
+class FakeApi:
+    """Answers after a short sleep, records the peak of concurrent calls."""
+
+    delay: float = 0.001
+    fail: dict[str, ApiError] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    running: int = 0
+    peak: int = 0
+
+    async def get_machine_sessions(self, name: str) -> Answer:
+        self.calls.append(name)
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await anyio.sleep(self.delay)
+            if name in self.fail:
+                raise self.fail[name]
+            return Answer(
+                [{"Id": f"{name}-s{i}", "Nested": {"A": i}} for i in range(len(name) % 3)]
+            )
+        finally:
+            self.running -= 1
+
+
+@dataclass
+class MemorySink:
+    records: list[dict[str, Any]] = field(default_factory=list)
+    machines: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    flushed: int = 0
+
+    def write_sessions(self, machine_key: str, data: bytes, records: int) -> None:
+        self.machines.append(machine_key)
+        self.records += [orjson.loads(line) for line in data.splitlines()]
+
+    def write_failure(self, failure: Failure) -> None:
+        self.failures.append(failure)
+
+    def flush(self) -> None:
+        self.flushed += 1
+
+
+async def source(names: list[str]) -> AsyncIterator[Machine | InvalidLine]:
+    for name in names:
+        yield Machine.from_name(name)
+
+
+def make_writer(sink: MemorySink, stats: RunStats) -> Writer:
+    encode = make_record_encoder(make_flattener(), run_id="run", site_id="site")
+    return Writer(sink, encode, stats)
+
+
+async def test_every_machine_once_and_never_more_than_concurrency_in_flight() -> None:
+    """300 machines through 8 workers: each called once, peak in flight between 1 and 8."""
+    api, sink, stats = FakeApi(), MemorySink(), RunStats()
+    names = [f"m{i}" for i in range(300)]
+
+    with anyio.fail_after(10):
+        await run_pipeline(
+            source(names), api, make_writer(sink, stats), concurrency=8, stopper=Stopper(1)
+        )
+
+    assert sorted(api.calls) == sorted(names)
+    assert 1 < api.peak <= 8
+    assert sorted(sink.machines) == sorted(n.casefold() for n in names)
+    assert stats.machines_ok == 300
+    assert stats.sessions == len(sink.records)
+    assert sink.flushed == 1
+
+
+async def test_records_carry_the_added_fields() -> None:
+    """Each record starts with _machine, _collected_at, _run_id, _site_id, then the session."""
+    api, sink, stats = FakeApi(), MemorySink(), RunStats()
+
+    await run_pipeline(
+        source(["VDA-1"]), api, make_writer(sink, stats), concurrency=1, stopper=Stopper(1)
+    )
+
+    record = sink.records[0]
+    assert list(record)[:4] == ["_machine", "_collected_at", "_run_id", "_site_id"]
+    assert record["_machine"] == "VDA-1"
+    assert record["Nested.A"] == 0
+    assert record["_collected_at"].endswith("Z")
+
+
+async def test_api_errors_become_failures_and_the_run_goes_on() -> None:
+    """A machine whose call fails is a Failure with kind, status, attempts and transaction id."""
+    error = ApiError("Machine not found", kind=ErrorKind.NOT_FOUND, status=404, transaction_id="tx")
+    error.attempts = 1
+    api, sink, stats = FakeApi(fail={"gone": error}), MemorySink(), RunStats()
+
+    await run_pipeline(
+        source(["a", "gone", "b"]), api, make_writer(sink, stats), concurrency=2, stopper=Stopper(1)
+    )
+
+    assert [(f.machine, f.kind, f.status, f.transaction_id) for f in sink.failures] == [
+        ("gone", ErrorKind.NOT_FOUND, 404, "tx")
+    ]
+    assert stats.failed == {"not_found": 1}
+    assert stats.machines_ok == 2
+
+
+async def test_invalid_lines_are_recorded_as_invalid_input() -> None:
+    """A bad input line reaches the error log as invalid_input naming file and line."""
+    sink, stats = MemorySink(), RunStats()
+
+    async def items() -> AsyncIterator[Machine | InvalidLine]:
+        yield InvalidLine("list.csv", 7, "bad quoting", '"x')
+        yield Machine.from_name("ok")
+
+    await run_pipeline(
+        items(), FakeApi(), make_writer(sink, stats), concurrency=2, stopper=Stopper(1)
+    )
+
+    assert sink.failures[0].kind is ErrorKind.INVALID_INPUT
+    assert "list.csv:7" in sink.failures[0].message
+    assert stats.machines_ok == 1
+
+
+async def test_a_fatal_error_stops_the_pool() -> None:
+    """An AuthError from a worker leaves the pool and cancels the rest."""
+    api = FakeApi()
+
+    async def refuse(name: str) -> Answer:
+        raise AuthError("refused")
+
+    api.get_machine_sessions = refuse  # type: ignore[method-assign]
+    with pytest.raises(BaseExceptionGroup) as caught, anyio.fail_after(5):
+        await run_pipeline(
+            source([f"m{i}" for i in range(50)]),
+            api,
+            make_writer(MemorySink(), RunStats()),
+            concurrency=4,
+            stopper=Stopper(1),
+        )
+
+    assert caught.group_contains(AuthError)
+
+
+async def test_stop_takes_no_new_machines_and_flushes() -> None:
+    """After stop(), no machine starts; those in flight finish and the sink is flushed."""
+    api, sink, stats = FakeApi(delay=0.02), MemorySink(), RunStats()
+    stopper = Stopper(grace=5)
+
+    async def endless() -> AsyncIterator[Machine | InvalidLine]:
+        i = 0
+        while True:
+            yield Machine.from_name(f"m{i}")
+            i += 1
+            if i == 20:
+                stopper.stop()
+
+    with anyio.fail_after(5):
+        await run_pipeline(endless(), api, make_writer(sink, stats), concurrency=4, stopper=stopper)
+
+    assert len(api.calls) < 20
+    assert sorted(sink.machines) == sorted(api.calls)  # whatever started was written
+    assert sink.flushed == 1
