@@ -166,11 +166,15 @@ class MachineFeed:
         self.deduper = Deduper()
         self.estimate: int | None = None
 
-    def accept(self, machine: Machine) -> bool:
-        if not self.deduper.add(machine.key):
+    def accept(self, item: Machine | InvalidLine) -> bool:
+        if isinstance(item, InvalidLine):
+            # A bad line is reported by one shard only: the one its text hashes to.
+            return in_shard(machine_key(item.text or item.where()), self.shard)
+        machine = item
+        if not self.deduper.add(machine):
             self.stats.duplicates += 1
             return False
-        if self.shard is not None and not in_shard(machine.key, self.shard):
+        if not in_shard(machine.key, self.shard):
             return False
         if machine.key in self.committed:
             self.stats.machines_skipped += 1
@@ -184,7 +188,7 @@ class MachineFeed:
         self.stats.discovery_done = False
         async for batch in in_batches(items):
             for item in batch:
-                if isinstance(item, InvalidLine) or self.accept(item):
+                if self.accept(item):
                     yield item
         self.stats.discovery_done = True
 
@@ -319,6 +323,9 @@ class Run:
         else:
             if options.strict:
                 check_strict(config, self.streams.stdin)
+            elif config.input.machines != "-":
+                with open_machine_list(config.input.machines, None):
+                    pass  # a missing or unreadable list is an exit 2 before any request
             items = iter_input(config, self.streams.stdin)
             feed.estimate = count_lines(config.input.machines)
         if plan is None:

@@ -147,27 +147,21 @@ def print_summary(lines: list[str], stream: TextIO | None = None) -> None:
 
 def metrics_text(stats: RunStats, *, duration_s: float, exit_code: int, complete: bool) -> str:
     """Prometheus text exposition of the run, for a node exporter's textfile collector."""
-    rows = [
-        ("collector_machines_ok", "Machines collected.", "gauge", stats.machines_ok, {}),
-        ("collector_sessions", "Sessions written.", "gauge", stats.sessions, {}),
-        ("collector_requests", "HTTP requests made.", "gauge", stats.requests, {}),
-        ("collector_retries", "Requests retried.", "gauge", stats.retries, {}),
-        ("collector_throttled", "429 answers received.", "gauge", stats.throttled, {}),
-        ("collector_duplicates", "Duplicate machines dropped.", "gauge", stats.duplicates, {}),
-        ("collector_duration_seconds", "Run duration.", "gauge", round(duration_s, 3), {}),
-        ("collector_exit_code", "Exit code of the run.", "gauge", exit_code, {}),
-        ("collector_complete", "1 if the run reached its end.", "gauge", int(complete), {}),
-        (
-            "collector_last_run_timestamp_seconds",
-            "When the run ended.",
-            "gauge",
-            int(time.time()),
-            {},
-        ),
+    rows: list[tuple[str, str, float]] = [
+        ("collector_machines_ok", "Machines collected.", stats.machines_ok),
+        ("collector_sessions", "Sessions written.", stats.sessions),
+        ("collector_requests", "HTTP requests made.", stats.requests),
+        ("collector_retries", "Requests retried.", stats.retries),
+        ("collector_throttled", "429 answers received.", stats.throttled),
+        ("collector_duplicates", "Duplicate machines dropped.", stats.duplicates),
+        ("collector_duration_seconds", "Run duration.", round(duration_s, 3)),
+        ("collector_exit_code", "Exit code of the run.", exit_code),
+        ("collector_complete", "1 if the run reached its end.", int(complete)),
+        ("collector_last_run_timestamp_seconds", "When the run ended.", int(time.time())),
     ]
     out: list[str] = []
-    for name, help_text, kind, value, _ in rows:
-        out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    for name, help_text, value in rows:
+        out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
     out += [
         "# HELP collector_machines_failed Machines that failed, by kind.",
         "# TYPE collector_machines_failed gauge",
