@@ -144,10 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="0: a free port")
     p.add_argument("--machines", type=int, default=1000, metavar="N")
     p.add_argument("--seed", type=int, default=1, metavar="S")
-    p.add_argument("--latency-ms", type=float, default=0.0, metavar="MS")
-    p.add_argument("--rate-limit", type=float, default=0.0, metavar="R", help="requests/s; 0: none")
+    p.add_argument("--latency-ms", type=float, metavar="MS", help="added to every answer")
+    p.add_argument("--rate-limit", type=float, metavar="R", help="requests/s, 429 above it")
     p.add_argument("--faults", choices=("none", "flaky", "hostile"), default="none")
-    p.add_argument("--token-lifetime", type=float, default=3600.0, metavar="S")
+    p.add_argument(
+        "--token-lifetime", type=float, metavar="S", help="token lifetime (default: the profile's)"
+    )
     p.add_argument("--write-machines", metavar="FILE", help="write the machine list here")
     add_log_options(p)
     p.set_defaults(handler=cmd_simulate)
