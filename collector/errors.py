@@ -62,7 +62,7 @@ class ApiError(CollectorError):
     """Raised when one API request fails; the worker turns it into a `Failure`.
 
     `retry_after` is the server's floor for the next attempt in seconds (Retry-After or the
-    body's `retryDelay`), or None.
+    body's `retryDelay`), or None; `attempts` is how many attempts the request made in all.
     """
 
     def __init__(
@@ -74,6 +74,7 @@ class ApiError(CollectorError):
         transaction_id: str | None = None,
         retry_after: float | None = None,
         retryable: bool = False,
+        attempts: int = 1,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -82,6 +83,7 @@ class ApiError(CollectorError):
         self.transaction_id = transaction_id
         self.retry_after = retry_after
         self.retryable = retryable
+        self.attempts = attempts  # set by the retry loop to the attempts it made
 
     def __repr__(self) -> str:
         return (

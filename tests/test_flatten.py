@@ -60,7 +60,9 @@ class TestFullExample:
         assert isinstance(scopes, list)
         assert scopes[0]["ScopeType"] == "DeliveryGroup"
         assert scopes[0]["Scopes"][0]["IsAllScope"] is True
-        assert flat["Connection.SmartAccessTags"] == [{"Farm": "Gateway01", "Filter": "ExternalAccess"}]
+        assert flat["Connection.SmartAccessTags"] == [
+            {"Farm": "Gateway01", "Filter": "ExternalAccess"}
+        ]
 
     def test_field_order_follows_the_answer(self) -> None:
         """Keys come in the API's order, so the order is stable across records."""

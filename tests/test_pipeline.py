@@ -15,6 +15,7 @@ from collector.flatten import make_flattener, make_record_encoder
 from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats
 from collector.pipeline import Stopper, Writer, run_pipeline
 
+
 @dataclass
 class Answer:
     items: Sequence[dict[str, Any]]

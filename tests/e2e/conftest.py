@@ -64,7 +64,9 @@ def cli_env(sim: Any, secret: str | None = None) -> dict[str, str]:
     return env
 
 
-def start_cli(args: list[str], env: dict[str, str], cwd: Path, **popen: Any) -> subprocess.Popen[bytes]:
+def start_cli(
+    args: list[str], env: dict[str, str], cwd: Path, **popen: Any
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "collector", *args],
         env=env,
@@ -81,10 +83,11 @@ def run_cli(
     process = start_cli(args, env, cwd, **popen)
     try:
         out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as exc:
         process.kill()
         out, err = process.communicate()
-        raise AssertionError(f"collector did not finish in {timeout} s:\n{err.decode()[-3000:]}")
+        message = f"collector did not finish in {timeout} s:\n{err.decode()[-3000:]}"
+        raise AssertionError(message) from exc
     return Finished(process.returncode, out, err.decode())
 
 

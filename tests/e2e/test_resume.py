@@ -7,6 +7,7 @@ import random
 import resource
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def assert_files_match_journal(out: Path) -> None:
 
 
 # The moments to kill at: a predicate on the output directory, then a random extra delay.
-MOMENTS = {
+MOMENTS: dict[str, Callable[[Path], bool]] = {
     "before-first-commit": lambda out: (out / "journal.ndjson").exists(),
     "after-first-commit": lambda out: journal_commits(out) >= 1,
     "between-later-commits": lambda out: journal_commits(out) >= 3,
@@ -87,9 +88,10 @@ def test_kill_9_then_resume_is_exactly_once(
         time.sleep(rng.uniform(0, 0.05))
         process.send_signal(signal.SIGKILL)
     finally:
-        process.wait(timeout=30)
+        process.kill()  # no-op once killed; the test's own failure must not leave it running
+        _, err = process.communicate(timeout=30)
     # The run must not have finished on its own, or the test proves nothing.
-    assert process.returncode == -signal.SIGKILL
+    assert process.returncode == -signal.SIGKILL, err.decode()[-3000:]
 
     done = run_cli(["run", "-c", str(config), "--no-progress", "--resume"], env, tmp_path)
 
@@ -131,7 +133,7 @@ def test_sigterm_exits_130_and_resume_completes(tmp_path: Path, simulator: Any) 
 def test_a_second_run_in_the_same_directory_is_refused(tmp_path: Path, simulator: Any) -> None:
     """Without --resume, a directory holding a run is refused with exit 2 and nothing called."""
     sim = simulator(machines=20, seed=1)
-    config, out = setup_run(tmp_path, sim)
+    config, _ = setup_run(tmp_path, sim)
     env = cli_env(sim)
     assert run_cli(["run", "-c", str(config), "--no-progress"], env, tmp_path).returncode == 0
     before = sum(sim.counters.requests.values())
@@ -177,19 +179,26 @@ def test_retry_failed_collects_only_the_failed_machines(tmp_path: Path, simulato
 
 
 def limit_file_size() -> None:
-    """In the child: files may not grow past 64 KiB (a full disk, as far as it can tell)."""
-    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+    """In the child: no file may grow past 128 KiB (a full disk, as far as the writer can tell).
+
+    With one machine a file, the first machine with about 18 sessions or more hits it.
+    """
+    resource.setrlimit(resource.RLIMIT_FSIZE, (128 * 1024, 128 * 1024))
 
 
 def test_a_full_disk_exits_3_and_keeps_committed_files(tmp_path: Path, simulator: Any) -> None:
     """When a write fails for lack of space: exit 3, the path named, committed files whole."""
     sim = simulator(machines=400, seed=4)
     config, out = setup_run(tmp_path, sim)
-    # Small files first, so some commit before one reaches the limit.
-    config.write_text(config.read_text().replace("max_records_per_file = 150", "max_records_per_file = 10"))
+    config.write_text(
+        config.read_text().replace("max_records_per_file = 150", "max_records_per_file = 1")
+    )
 
     done = run_cli(
-        ["run", "-c", str(config), "--no-progress"], cli_env(sim), tmp_path, preexec_fn=limit_file_size
+        ["run", "-c", str(config), "--no-progress"],
+        cli_env(sim),
+        tmp_path,
+        preexec_fn=limit_file_size,
     )
 
     assert done.returncode == 3, done.stderr[-3000:]

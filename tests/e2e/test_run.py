@@ -20,7 +20,11 @@ from tests.e2e.conftest import (
     write_config,
 )
 
-UNKNOWN = ["CONTOSO\\NO-SUCH-VDA-1", "no-such-vda-2.example.local", "00000000-dead-beef-0000-000000000000"]
+UNKNOWN = [
+    "CONTOSO\\NO-SUCH-VDA-1",
+    "no-such-vda-2.example.local",
+    "00000000-dead-beef-0000-000000000000",
+]
 
 
 def machine_list(tmp_path: Path, sim: Any, unknown: list[str] = UNKNOWN) -> Path:
