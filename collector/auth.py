@@ -78,6 +78,10 @@ class TokenProvider(Protocol):
         ...
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def renew_ahead(lifetime: float) -> float:
     """How long before expiry a token is renewed: a tenth of its lifetime, at most five minutes."""
     return min(lifetime / 10.0, RENEW_AHEAD_MAX_S)
@@ -119,7 +123,7 @@ class CachedTokenAuth:
         retrying: Callable[[], AsyncRetrying],
         stats: RunStats,
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        wall: Callable[[], datetime] = utc_now,
     ) -> None:
         self.transport = transport
         self.retrying = retrying
@@ -221,9 +225,15 @@ class ClientCredentialsAuth(CachedTokenAuth):
         *,
         id_env: str = "CITRIX_CLIENT_ID",
         secret_env: str = "CITRIX_CLIENT_SECRET",
-        **kwargs: Any,
+        transport: Transport,
+        retrying: Callable[[], AsyncRetrying],
+        stats: RunStats,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = utc_now,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(
+            transport=transport, retrying=retrying, stats=stats, clock=clock, wall=wall
+        )
         self.token_url = token_url
         self._form = token_form(client_id, client_secret).encode()
         self.id_env = id_env
@@ -268,9 +278,15 @@ class OnPremAuth(CachedTokenAuth):
         *,
         user_env: str = "CITRIX_USERNAME",
         password_env: str = "CITRIX_PASSWORD",
-        **kwargs: Any,
+        transport: Transport,
+        retrying: Callable[[], AsyncRetrying],
+        stats: RunStats,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = utc_now,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(
+            transport=transport, retrying=retrying, stats=stats, clock=clock, wall=wall
+        )
         self.url = build_url(base_url, TOKENS_PATH)
         pair = f"{username}:{password}".encode()
         self._basic = "Basic " + base64.b64encode(pair).decode("ascii")

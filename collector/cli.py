@@ -255,8 +255,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     def announce(line: str) -> None:
         print(line, flush=True)
+        if line.startswith("export "):
+            print("serving until Ctrl-C", file=sys.stderr, flush=True)
 
-    anyio.run(run_forever, sim_config, announce)
+    try:
+        anyio.run(run_forever, sim_config, announce)
+    except KeyboardInterrupt:
+        print("simulator stopped", file=sys.stderr)
     return 0
 
 

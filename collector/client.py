@@ -18,7 +18,7 @@ import logging
 import random
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -290,7 +290,7 @@ class CitrixClient:
 
     async def pages(
         self, path: str, params: Iterable[tuple[str, str]] = ()
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The `Items` of each page of a list, following `ContinuationToken` (`limit=1000`).
 
         Raises what `get_machine_sessions` raises, and a non-retryable `invalid_response`
@@ -311,11 +311,11 @@ class CitrixClient:
 
     def machines(
         self, delivery_group: str = "", catalog: str = ""
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """The site's machines, or one delivery group's or catalog's, page by page."""
         return self.pages(machines_path(delivery_group, catalog))
 
-    def site_sessions(self) -> AsyncIterator[list[dict[str, Any]]]:
+    def site_sessions(self) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Every session of the site, page by page (`GET /cvad/manage/Sessions`)."""
         fields = self.settings.fields
         return self.pages(SITE_SESSIONS_PATH, [("fields", ",".join(fields))] if fields else [])
@@ -461,7 +461,6 @@ def make_auth(
     auth = config.auth
     if auth.method is AuthMethod.BEARER:
         return BearerAuth(credentials.bearer_token, auth.bearer_token_env)
-    common: dict[str, Any] = {"transport": transport, "retrying": retrying, "stats": stats}
     if auth.method is AuthMethod.ONPREM:
         return OnPremAuth(
             config.api.base_url,
@@ -469,7 +468,9 @@ def make_auth(
             credentials.password,
             user_env=auth.username_env,
             password_env=auth.password_env,
-            **common,
+            transport=transport,
+            retrying=retrying,
+            stats=stats,
         )
     return ClientCredentialsAuth(
         auth.token_url,
@@ -477,7 +478,9 @@ def make_auth(
         credentials.client_secret,
         id_env=auth.client_id_env,
         secret_env=auth.client_secret_env,
-        **common,
+        transport=transport,
+        retrying=retrying,
+        stats=stats,
     )
 
 

@@ -32,6 +32,15 @@ and doubles it every SLOW_START_S (TCP's slow start) until the next 429, then ha
 for a request sent before the last cut says nothing about the new rate: it only extends the
 pause.
 
+Not every 429 is evidence of a limit: gateways also throttle a request here and there for
+reasons of their own (Citrix documents no limit for /cvad/manage, and the simulator's
+hostile profile answers 1 % of requests with 429 at random). Every 429 pauses the run, as
+the spec asks, but the steps that assume the rate is above a limit (leaving "unlimited",
+ending slow start with a deep cut, cutting again soon after a cut) need 429s that are dense:
+at least DENSE_COUNT of them and DENSE_SHARE of the answers of the last ANSWERS_WINDOW_S. A
+rate above a real limit produces 429s far denser than that within a second; scattered ones
+only pause, so they cannot ratchet the estimate down 10 % at a time until the run crawls.
+
 The constants were chosen with a simulation (tests/test_limiter.py has one): against token
 buckets of 0.1 to 5 seconds of burst and sliding or fixed one-second windows, and Retry-After
 of about a second, runs of 20,000 requests settle at 90 to 100 % of the limit with well under
@@ -65,6 +74,10 @@ WINDOW_S = 1.0  # how far back the rate requests go out at is measured
 MIN_RATE = 0.5  # requests per second: the floor of every cut
 EARLY = 0.5  # the head may go this share of an interval early, to absorb late wake-ups
 MAX_NAP_S = 0.1  # a waiting caller looks again at least this often
+DENSE_COUNT = 3  # 429s are evidence of a limit when at least this many ...
+DENSE_SHARE = 0.02  # ... make at least this share of the recent answers
+ANSWERS_WINDOW_S = 1.0  # "recent"
+ANSWERS_KEPT = 400  # and at most this many answers back
 
 
 class Clock(Protocol):
@@ -101,6 +114,7 @@ class AdaptiveRateLimiter:
     """
 
     __slots__ = (
+        "_answers",
         "_base",
         "_clock",
         "_cut_at",
@@ -140,6 +154,7 @@ class AdaptiveRateLimiter:
         self._probe_s = PROBE_MIN_S
         self._slow_start = False
         self._sent: deque[float] = deque()  # grant times within the last window
+        self._answers: deque[tuple[float, bool]] = deque(maxlen=ANSWERS_KEPT)  # (time, 429?)
 
     @property
     def current_rate(self) -> float:
@@ -179,9 +194,10 @@ class AdaptiveRateLimiter:
 
     def on_success(self) -> None:
         """After a 2xx answer: let the rate climb back along its curve after a cut."""
+        now = self._clock.now()
+        self._answers.append((now, False))
         if self.estimate is None and not self._slow_start:
             return  # never throttled: nothing to recover from
-        now = self._clock.now()
         self._rate = min(self.ceiling, self._target(now))
 
     def on_throttle(self, retry_after: float | None = None, sent_at: float | None = None) -> None:
@@ -198,7 +214,13 @@ class AdaptiveRateLimiter:
         self._tat = max(self._tat, self.paused_until)
         if sent_at is not None and sent_at < self._cut_at:
             return  # sent before the last cut: that cut already answered it
+        self._answers.append((now, True))
         since = now - self._resumed_at
+        scattered = not self._dense(now)
+        if scattered and (self._rate == math.inf or self._slow_start or since < QUICK_S):
+            # Leaving "unlimited", ending slow start or cutting again soon after a cut each
+            # assume the rate is above a limit: one scattered 429 is not evidence of that.
+            return
         if self._rate == math.inf:
             self._slow_start = True
             rate = self._sent_rate(now)
@@ -229,6 +251,12 @@ class AdaptiveRateLimiter:
         while self._head in self._gone:
             self._gone.remove(self._head)
             self._head += 1
+
+    def _dense(self, now: float) -> bool:
+        """Whether the recent 429s are dense enough to say the rate is above a limit."""
+        recent = [throttled for at, throttled in self._answers if at >= now - ANSWERS_WINDOW_S]
+        count = sum(recent)
+        return count >= DENSE_COUNT and count >= DENSE_SHARE * len(recent)
 
     def _sent_rate(self, now: float) -> float:
         """Requests granted per second over the last window."""

@@ -28,7 +28,6 @@ from collector.limiter import (
     AdaptiveRateLimiter,
 )
 from collector.models import ErrorKind
-from collector.retry import make_retrying
 
 Task = Coroutine[Any, Any, None]
 
@@ -52,7 +51,7 @@ class VirtualTime:
     t: float = 0.0
     queue: list[tuple[float, int, Task, BaseException | None]] = field(default_factory=list)
     seq: itertools.count[int] = field(default_factory=itertools.count)
-    done: set[int] = field(default_factory=set)
+    done: set[Task] = field(default_factory=set)
 
     def now(self) -> float:
         return self.t
@@ -69,13 +68,13 @@ class VirtualTime:
     def run(self) -> None:
         while self.queue:
             at, _, coro, exc = heapq.heappop(self.queue)
-            if id(coro) in self.done:
+            if coro in self.done:
                 continue
             self.t = max(self.t, at)
             try:
                 wake = coro.throw(exc) if exc else coro.send(None)
             except (StopIteration, Cancelled):
-                self.done.add(id(coro))
+                self.done.add(coro)
                 continue
             assert isinstance(wake, Wake)
             heapq.heappush(self.queue, (wake.at, next(self.seq), coro, None))
@@ -241,16 +240,28 @@ class TestThrottle:
             assert sum(start <= t < start + 1 for t in grants) <= 101
 
     def test_slow_start_from_unlimited(self) -> None:
-        """The first 429 of an unlimited run starts from the rate requests went out at."""
+        """Dense 429s end an unlimited run's free rein: it restarts from the rate it sent at."""
 
         clock = VirtualTime()
         limiter = AdaptiveRateLimiter(0, clock)
         for _ in range(40):
             clock.spawn(limiter.acquire())  # type: ignore[arg-type]
         clock.run()
-        limiter.on_throttle(1.0)
+        for _ in range(3):
+            limiter.on_throttle(1.0)
         assert limiter.current_rate == 40.0
         assert limiter.estimate is None
+
+    def test_scattered_429s_pause_but_do_not_cut(self) -> None:
+        """A 429 among many successes pauses everyone but leaves the rate alone."""
+
+        clock = VirtualTime()
+        limiter = AdaptiveRateLimiter(0, clock)
+        for _ in range(200):
+            limiter.on_success()
+        limiter.on_throttle(1.0)
+        assert limiter.current_rate == math.inf
+        assert limiter.paused_until == clock.now() + 1.0
 
 
 # --- the design check: a simulated server that allows R requests a second --------------------
@@ -262,7 +273,7 @@ class TokenBucket:
 
     rate: float
     burst: float
-    header: bool = True  # Retry-After in whole seconds; else only the body's retryDelay
+    header: bool = True  # Retry-After in whole seconds; else no wait announced at all
     tokens: float = -1.0
     last: float = 0.0
 
@@ -294,6 +305,17 @@ class SlidingWindow:
 
 
 @dataclass
+class RandomThrottle:
+    """A server with no limit that answers a share of requests with 429 at random anyway."""
+
+    share: float
+    rng: random.Random = field(default_factory=lambda: random.Random(3))
+
+    def admit(self, t: float) -> float | None:
+        return 1.0 if self.rng.random() < self.share else None
+
+
+@dataclass
 class Outcome:
     seconds: float = 0.0
     requests: int = 0
@@ -302,7 +324,7 @@ class Outcome:
 
 
 def simulate(
-    server: TokenBucket | SlidingWindow,
+    server: TokenBucket | SlidingWindow | RandomThrottle,
     *,
     rate: float = 0.0,
     machines: int = 20_000,
@@ -327,18 +349,21 @@ def simulate(
             return
         outcome.throttled += 1
         retry_after = None if wait < 0 else float(wait)
-        limiter.on_throttle(retry_after if retry_after is not None else 1.0, sent_at)
+        limiter.on_throttle(retry_after, sent_at)
         raise ApiError("429", kind=ErrorKind.THROTTLED, retryable=True, retry_after=retry_after)
 
     async def worker() -> None:
         while left[0] > 0:
             left[0] -= 1
-            async for attempt in make_retrying(
-                max_attempts=6, max_backoff_s=120, sleep=clock.sleep, rng=rng.random
-            ):
-                with attempt:
+            for attempt in range(1, 7):  # the client's policy: full jitter, Retry-After floor
+                try:
                     await request()
-            outcome.collected += 1
+                except ApiError as exc:
+                    backoff = rng.random() * min(120.0, 0.5 * 2.0 ** (attempt - 1))
+                    await clock.sleep(max(backoff, exc.retry_after or 0.0))
+                    continue
+                outcome.collected += 1
+                break
 
     for _ in range(workers):
         clock.spawn(worker())
@@ -352,7 +377,7 @@ def simulate(
     [
         pytest.param(TokenBucket(200, 200), 32, 0.02, id="bucket-1s-burst"),
         pytest.param(TokenBucket(200, 20), 32, 0.02, id="bucket-small-burst"),
-        pytest.param(TokenBucket(200, 200, header=False), 64, 0.1, id="body-retry-delay-only"),
+        pytest.param(TokenBucket(200, 200, header=False), 64, 0.1, id="no-retry-after"),
         pytest.param(SlidingWindow(200), 32, 0.02, id="sliding-window"),
     ],
 )
@@ -374,3 +399,16 @@ def test_ceiling_below_the_server_limit() -> None:
     outcome = simulate(TokenBucket(200, 200), rate=150, machines=6000)
     assert outcome.throttled == 0
     assert 6000 / outcome.seconds == pytest.approx(150, rel=0.01)
+
+
+def test_random_429s_do_not_ratchet_the_rate_down() -> None:
+    """Against 1 % of 429s at random and no limit, only the pauses slow the run.
+
+    Each 429 pauses the run for its Retry-After of 1 s, so 1 % of 429s bound any client that
+    honours them near 1 / (0.01 * 1 s) = 100 requests/s; a limiter that took each one for a
+    limit would ratchet far below that.
+    """
+
+    outcome = simulate(RandomThrottle(0.01), machines=5_000)
+    assert outcome.collected == 5_000
+    assert outcome.collected / outcome.seconds >= 0.8 * 100

@@ -1,0 +1,136 @@
+"""`collector simulate` and `collector demo`, run as a user runs them."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from collector.simulator import Site
+from tests.e2e.conftest import REPO, cli_env, committed_records, run_cli, write_config
+
+
+class Announced:
+    """What `collector simulate` printed before serving."""
+
+    def __init__(self, text: str) -> None:
+        def find(pattern: str) -> str:
+            match = re.search(pattern, text)
+            assert match, f"{pattern!r} not in:\n{text}"
+            return match.group(1)
+
+        self.base_url = find(r"(http://127\.0\.0\.1:\d+)")
+        self.customer_id = find(r"customer id\s*:?\s*(\S+)")
+        self.client_id = find(r"CITRIX_CLIENT_ID=(\S+)")
+        self.client_secret = find(r"CITRIX_CLIENT_SECRET=(\S+)")
+
+
+def start_simulate(
+    args: list[str], cwd: Path, log: IO[str]
+) -> tuple[subprocess.Popen[str], Announced]:
+    # Its standard error goes to a file: a pipe nobody reads could fill and stall the server.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "collector", "simulate", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "CITRIX_CLIENT_SECRET=" in line:
+            break
+    return process, Announced("".join(lines))
+
+
+def test_run_against_collector_simulate_hostile(tmp_path: Path) -> None:
+    """The real CLI against `collector simulate --faults hostile` (5,000 machines): exactly once."""
+    machines = tmp_path / "machines.txt"
+    log = (tmp_path / "simulate.log").open("w")
+    process, announced = start_simulate(
+        [
+            "--machines",
+            "5000",
+            "--seed",
+            "42",
+            "--faults",
+            "hostile",
+            "--write-machines",
+            str(machines),
+        ],
+        tmp_path,
+        log,
+    )
+    try:
+        config = write_config(
+            tmp_path / "site.toml",
+            {
+                "api": {"base_url": announced.base_url, "customer_id": announced.customer_id},
+                "auth": {
+                    "token_url": f"{announced.base_url}/cctrustoauth2/{announced.customer_id}"
+                    "/tokens/clients"
+                },
+                "input": {"machines": str(machines)},
+                "collect": {
+                    "concurrency": 32,
+                    "rate": 0,
+                    "max_backoff_s": 1,
+                    "request_timeout_s": 10,
+                },
+                "output": {"dir": str(tmp_path / "out")},
+            },
+        )
+        env = cli_env(
+            type(
+                "Sim",
+                (),
+                {"client_id": announced.client_id, "client_secret": announced.client_secret},
+            )
+        )
+
+        done = run_cli(
+            ["run", "-c", str(config), "--no-progress", "--log-level", "WARNING"],
+            env,
+            tmp_path,
+            timeout=400,
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+        log.close()
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    site = Site(42, 5000)
+    want = site.expected_sessions()
+    got = [r["Id"] for r in committed_records(tmp_path / "out")]
+    assert len(got) == len(set(got)), "a session was written twice"
+    assert set(got) == set(want)
+    assert process.returncode is not None
+
+
+def test_demo_collects_from_the_embedded_simulator(tmp_path: Path) -> None:
+    """`collector demo` needs nothing but itself: it writes sessions, a manifest, and exits 0."""
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+
+    done = run_cli(["demo", "--out", str(tmp_path / "demo"), "--machines", "120"], env, tmp_path)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = committed_records(tmp_path / "demo")
+    manifest = orjson.loads((tmp_path / "demo" / "manifest.json").read_bytes())
+    assert manifest["counts"]["machines_ok"] == 120
+    assert manifest["counts"]["sessions"] == len(records) > 0
+    assert "manifest.json" in done.stderr  # it tells the user what to open
+    assert done.stdout == b""
+
+    again = run_cli(["demo", "--out", str(tmp_path / "demo"), "--machines", "120"], env, tmp_path)
+
+    assert again.returncode == 0, again.stderr[-3000:]  # a second demo replaces the first
+    assert len(committed_records(tmp_path / "demo")) == len(records)
