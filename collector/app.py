@@ -12,7 +12,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -22,9 +22,16 @@ import anyio
 import anyio.to_thread
 
 from collector import __version__
-from collector.client import open_client
-from collector.config import Config, Credentials, public_dict
-from collector.errors import CollectorError, FatalError, InputError, OutputError
+from collector.client import CitrixClient, open_client
+from collector.config import Config, Credentials, Mode, public_dict
+from collector.errors import (
+    ApiError,
+    CollectorError,
+    ConfigError,
+    FatalError,
+    InputError,
+    OutputError,
+)
 from collector.flatten import make_flattener, make_record_encoder
 from collector.journal import CommittedFile, Journal, read_journal
 from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats, machine_key
@@ -60,6 +67,9 @@ from collector.sources import (
 log = logging.getLogger("collector")
 
 EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
+
+# Builds the stream of machines once the client exists (discovery needs it).
+SourceFactory = Callable[[CitrixClient], AsyncIterator[Machine | InvalidLine]]
 READ_BATCH = 2000
 
 
@@ -192,6 +202,31 @@ class MachineFeed:
                     yield item
         self.stats.discovery_done = True
 
+    async def discover(
+        self, pages: AsyncIterator[list[dict[str, Any]]]
+    ) -> AsyncIterator[Machine | InvalidLine]:
+        """The site's machines as the API lists them, fed to the workers page by page.
+
+        Raises `FatalError` if a page cannot be had after every retry: the machines found so
+        far are collected and committed, and `--resume` carries on from there.
+        """
+        self.stats.discovery_done = False
+        try:
+            async for page in pages:
+                for listed in page:
+                    name = listed.get("Name") or listed.get("DnsName") or listed.get("Id")
+                    if name:
+                        machine = Machine.from_name(str(name), source="discovery")
+                        if self.accept(machine):
+                            yield machine
+        except ApiError as exc:
+            raise FatalError(
+                f"machine discovery stopped after {self.stats.machines_total} machines: "
+                f"{exc.message} (transaction {exc.transaction_id}); the machines found so far "
+                "are kept: run again with --resume"
+            ) from exc
+        self.stats.discovery_done = True
+
     def total(self) -> int | None:
         if self.stats.discovery_done:
             return self.stats.machines_total
@@ -302,6 +337,11 @@ class Run:
 
     async def execute(self) -> RunResult:
         config, options = self.config, self.options
+        if config.collect.mode is Mode.SITE_WIDE:
+            raise ConfigError(
+                "site-wide mode (--site-wide, [collect] mode) is not available in this version; "
+                'use mode = "per-machine"'
+            )
         if self.to_stdout and (options.resume or options.retry_failed):
             raise InputError("--out - writes no journal, so it cannot --resume or --retry-failed")
         plan = None
@@ -318,8 +358,13 @@ class Run:
         old_failures: list[Failure] = []
         if plan and plan.state:
             old_failures = read_errors(plan.directory / ERRORS_NAME)
+        source: SourceFactory
         if plan and plan.action is Action.RETRY_FAILED:
-            items: Iterator[Machine | InvalidLine] = iter(retry_machines(old_failures, committed))
+            retry = iter(retry_machines(old_failures, committed))
+            source = lambda client: feed.stream(retry)  # noqa: E731
+        elif config.input.all_machines:
+            group, catalog = config.input.delivery_group, config.input.catalog
+            source = lambda client: feed.discover(client.machines(group, catalog))  # noqa: E731
         else:
             if options.strict:
                 check_strict(config, self.streams.stdin)
@@ -328,15 +373,14 @@ class Run:
                     pass  # a missing or unreadable list is an exit 2 before any request
             items = iter_input(config, self.streams.stdin)
             feed.estimate = count_lines(config.input.machines)
-        if plan is None:
-            return await self._collect(None, feed, items, [])
-        return await self._collect(plan, feed, items, old_failures)
+            source = lambda client: feed.stream(items)  # noqa: E731
+        return await self._collect(plan, feed, source, old_failures)
 
     async def _collect(
         self,
         plan: RunPlan | None,
         feed: MachineFeed,
-        items: Iterator[Machine | InvalidLine],
+        source: SourceFactory,
         old_failures: list[Failure],
     ) -> RunResult:
         config = self.config
@@ -364,7 +408,7 @@ class Run:
                     if self.options.progress:
                         group.start_soon(reporter.run)
                     await run_pipeline(
-                        feed.stream(items),
+                        source(client),
                         client,
                         writer,
                         concurrency=config.collect.concurrency,

@@ -7,6 +7,7 @@ It starts the simulator in-process on a free port, writes its machine list, and 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from collector.app import RunOptions, StdStreams, run
@@ -21,7 +22,7 @@ from collector.config import (
 )
 from collector.errors import ConfigError
 from collector.rundir import run_files
-from collector.simulator import SimulatorConfig, serve
+from collector.simulator import SimulatorConfig, profile, serve
 
 MARKER = ".collector-demo"
 DEMO_SEED = 2026
@@ -48,14 +49,16 @@ async def demo(out: Path, machines: int, streams: StdStreams) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by collector demo; safe to delete\n")
     stderr = streams.stderr or sys.stderr
+    # The flaky profile, with fewer random 429s: each one pauses the whole run for a second.
+    faults = replace(profile("flaky"), p_429=0.004)
     sim_config = SimulatorConfig(
-        machines=machines, seed=DEMO_SEED, faults="flaky", latency_ms=20.0, token_lifetime_s=20.0
+        machines=machines, seed=DEMO_SEED, faults=faults, latency_ms=20.0, token_lifetime_s=5.0
     )
     async with serve(sim_config) as sim:
         sim.site.write_machine_list(out / "machines.txt", form="mixed")
         print(
             f"collector demo: a simulated Citrix DaaS site of {machines} machines at {sim.base_url}"
-            " (with throttling, 5xx answers and expiring tokens)\n",
+            " (with throttling, 5xx answers, bad bodies and tokens that expire every 5 s)\n",
             file=stderr,
             flush=True,
         )

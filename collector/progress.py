@@ -90,12 +90,11 @@ class ProgressReporter:
     async def _run_bar(self) -> None:
         console = Console(file=self.stream, stderr=True)
         columns = (
-            TextColumn("[bold]machines"),
-            BarColumn(),
+            BarColumn(bar_width=16),
             MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
+            TextColumn("eta"),
             TimeRemainingColumn(),
         )
         with Progress(*columns, console=console, transient=True, redirect_stdout=False) as bar:
@@ -108,8 +107,8 @@ class ProgressReporter:
                     completed=s.machines_done,
                     total=self.total(),
                     detail=(
-                        f"sessions {s.sessions}  {rate:.0f} req/s  429s {s.throttled}  "
-                        f"failed {s.machines_failed}"
+                        f"machines, {s.sessions} sessions, {rate:.0f} req/s, "
+                        f"{s.throttled} 429s, {s.machines_failed} failed"
                     ),
                 )
                 await anyio.sleep(0.5)
