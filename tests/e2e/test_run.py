@@ -141,3 +141,31 @@ def test_missing_machine_list_exits_2_naming_it(tmp_path: Path, simulator: Any) 
     assert done.returncode == 2, done.stderr[-3000:]
     assert str(missing) in done.stderr
     assert sum(sim.counters.requests.values()) == 0
+
+
+def test_all_machines_discovers_the_site(tmp_path: Path, simulator: Any) -> None:
+    """--all-machines pages through /cvad/manage/Machines and collects every machine once."""
+    sim = simulator(machines=1500, seed=8)
+    out = tmp_path / "out"
+    config = base_config(tmp_path, sim, tmp_path / "unused.txt", out)
+
+    done = run_cli(
+        ["run", "-c", str(config), "--all-machines", "--no-progress"], cli_env(sim), tmp_path
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = assert_exactly_once(out, sim, range(1500))
+    assert sim.counters.requests["machines"] == 2  # 1,000 a page
+    assert {r["_machine"] for r in records} <= {sim.site.name(i) for i in range(1500)}
+
+
+def test_site_wide_mode_is_refused_before_any_call(tmp_path: Path, simulator: Any) -> None:
+    """Site-wide mode is not in this version: it says so (exit 2) instead of doing otherwise."""
+    sim = simulator(machines=5, seed=1)
+    config = base_config(tmp_path, sim, machine_list(tmp_path, sim), tmp_path / "out")
+
+    done = run_cli(["run", "-c", str(config), "--site-wide"], cli_env(sim), tmp_path)
+
+    assert done.returncode == 2
+    assert "site-wide" in done.stderr
+    assert sum(sim.counters.requests.values()) == 0
