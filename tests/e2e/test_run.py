@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import requests
 
 from collector.config import ArraysMode
 from collector.flatten import make_flattener
@@ -169,3 +170,55 @@ def test_site_wide_mode_is_refused_before_any_call(tmp_path: Path, simulator: An
     assert done.returncode == 2
     assert "site-wide" in done.stderr
     assert sum(sim.counters.requests.values()) == 0
+
+
+def test_onprem_tokens(tmp_path: Path, simulator: Any) -> None:
+    """On-premises Basic-auth tokens work against /cvad/manage/Tokens, from the environment."""
+    sim = simulator(machines=30, seed=12)
+    out = tmp_path / "out"
+    config = base_config(
+        tmp_path,
+        sim,
+        machine_list(tmp_path, sim, unknown=[]),
+        out,
+        api={"region": "onprem", "base_url": sim.base_url, "customer_id": "CitrixOnPremises"},
+        auth={"method": "onprem", "token_url": ""},
+    )
+    env = cli_env(sim)
+    env["CITRIX_USERNAME"] = sim.onprem_username
+    env["CITRIX_PASSWORD"] = sim.onprem_password
+
+    done = run_cli(["run", "-c", str(config), "--no-progress"], env, tmp_path)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_exactly_once(out, sim, range(30))
+    assert sim.counters.requests["onprem_token"] >= 1
+    assert sim.onprem_password not in done.stderr
+
+
+def test_bearer_mode_uses_the_given_token(tmp_path: Path, simulator: Any) -> None:
+    """With method = "bearer" the token comes from CITRIX_BEARER_TOKEN; no token call is made."""
+    sim = simulator(machines=20, seed=13)
+    token = requests.post(
+        sim.token_url,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": sim.client_id,
+            "client_secret": SECRET,
+        },
+        timeout=10,
+    ).json()["access_token"]
+    out = tmp_path / "out"
+    config = base_config(
+        tmp_path, sim, machine_list(tmp_path, sim, unknown=[]), out, auth={"method": "bearer"}
+    )
+    env = cli_env(sim)
+    env["CITRIX_BEARER_TOKEN"] = token
+
+    done = run_cli(["run", "-c", str(config), "--no-progress"], env, tmp_path)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_exactly_once(out, sim, range(20))
+    assert sim.counters.requests["token"] == 1  # the test's own
+    assert_no_secret(out, done.stderr)
+    assert token not in done.stderr
