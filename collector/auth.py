@@ -148,7 +148,7 @@ class CachedTokenAuth:
     async def renew(self, stale: str) -> str:
         async with self._lock:
             current = self._token
-            if current is not None and current != stale:
+            if current is not None and current != stale and self.clock() < self._renew_at:
                 return current  # renewed by another caller since `stale` was handed out
             return await self._fetch_and_cache()
 

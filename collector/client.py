@@ -140,7 +140,17 @@ class HttpTransport:
         `network` for a refused or reset connection or a body cut short, and non-retryable
         `network` for an invalid URL or a TLS certificate that is not trusted.
         """
-        sent_at = await self.limiter.acquire()
+        return await self.deliver(await self.limiter.acquire(), method, url, headers, data)
+
+    async def deliver(
+        self,
+        sent_at: float,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        data: bytes | None = None,
+    ) -> Answer:
+        """`send` once the rate limiter has granted the request at `sent_at`."""
         self.stats.requests += 1
         async with self.capacity:
             answer = await self.exchange(method, url, headers, data)
@@ -367,13 +377,12 @@ class CitrixClient:
         return result[0], result[1], attempts
 
     async def _attempt(self, url: str, *, instance: bool) -> tuple[Any, str | None]:
-        """One attempt: a token, the exchange, and after a 401 one renewal and a resend."""
+        """One attempt: the exchange, and after a 401 one renewal and a resend."""
         instance_id = await self.resolve_site_id() if instance else None
-        token = await self.auth.token()
-        answer = await self._send(url, token, instance_id)
+        answer, token = await self._send(url, instance_id)
         if answer.status == 401:
-            token = await self.auth.renew(token)  # raises AuthError if it cannot be renewed
-            answer = await self._send(url, token, instance_id)
+            await self.auth.renew(token)  # raises AuthError if it cannot be renewed
+            answer, _ = await self._send(url, instance_id)
             if answer.status == 401:
                 raise AuthError(
                     "the API refused a freshly issued token (HTTP 401 twice"
@@ -392,7 +401,11 @@ class CitrixClient:
             self._confirmed = True
         return payload, transaction_id_of(answer.headers)
 
-    async def _send(self, url: str, token: str, instance_id: str | None) -> Answer:
+    async def _send(self, url: str, instance_id: str | None) -> tuple[Answer, str]:
+        """One exchange; the token is taken once the rate limiter lets the request go, so a
+        pause cannot leave it to expire in between."""
+        sent_at = await self.transport.limiter.acquire()
+        token = await self.auth.token()
         headers = request_headers(
             token=token,
             customer_id=self.settings.customer_id,
@@ -400,11 +413,12 @@ class CitrixClient:
             transaction_id=str(uuid.uuid4()),  # fresh for every attempt: each one is logged
         )
         try:
-            return await self.transport.send("GET", url, headers=headers)
+            answer = await self.transport.deliver(sent_at, "GET", url, headers)
         except ApiError as exc:
             if not exc.retryable and not self._confirmed:
                 raise SetupRejectedError(f"{exc.message} (on the first calls of the run)") from exc
             raise
+        return answer, token
 
     def _rejected(self, exc: ApiError) -> str:
         where = f"{exc.message}{transaction(exc.transaction_id)}"

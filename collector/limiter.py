@@ -33,18 +33,23 @@ for a request sent before the last cut says nothing about the new rate: it only 
 pause.
 
 Not every 429 is evidence of a limit: gateways also throttle a request here and there for
-reasons of their own (Citrix documents no limit for /cvad/manage, and the simulator's
-hostile profile answers 1 % of requests with 429 at random). Every 429 pauses the run, as
-the spec asks, but the steps that assume the rate is above a limit (leaving "unlimited",
-ending slow start with a deep cut, cutting again soon after a cut) need 429s that are dense:
-at least DENSE_COUNT of them and DENSE_SHARE of the answers of the last ANSWERS_WINDOW_S. A
-rate above a real limit produces 429s far denser than that within a second; scattered ones
-only pause, so they cannot ratchet the estimate down 10 % at a time until the run crawls.
+reasons of their own (Citrix documents no limit for /cvad/manage; the simulator's flaky and
+hostile profiles answer 1 or 2 % of requests with 429 at random). Every 429 pauses the run,
+as the spec asks, but cutting at each scattered one would ratchet the rate down 10 % at a time
+until the run crawls (the simulation above fell to 10 requests a second). So a 429 cuts only
+when it looks like a limit. While unlimited, that means dense 429s: at least DENSE_COUNT and
+DENSE_SHARE of the answers of the last ANSWERS_WINDOW_S (a flood above a real limit gets
+nothing but 429s once the burst is spent; before the first cut no 429 counts as stale).
+Once paced, a limit shows as one 429 per episode, so density says nothing; instead a 429 at a
+rate below NOISE of the most 2xx answers the server has given in one second (counted from the
+first 429 on, so the initial burst does not count) is noise: the server has shown it takes
+more than that.
 
 The constants were chosen with a simulation (tests/test_limiter.py has one): against token
 buckets of 0.1 to 5 seconds of burst and sliding or fixed one-second windows, and Retry-After
-of about a second, runs of 20,000 requests settle at 90 to 100 % of the limit with well under
-1 % of 429s, the start-up included.
+of about a second, runs of 20,000 requests settle at 90 to 100 % of the limit with at most
+1 % of 429s, the start-up included; with 1 % of 429s at random and no limit, the run keeps
+50 to 120 requests a second (each 429 still costs a one-second pause of the whole run).
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ DENSE_COUNT = 3  # 429s are evidence of a limit when at least this many ...
 DENSE_SHARE = 0.02  # ... make at least this share of the recent answers
 ANSWERS_WINDOW_S = 1.0  # "recent"
 ANSWERS_KEPT = 400  # and at most this many answers back
+NOISE = 0.6  # a 429 at under this share of the most 2xx answers seen in a second is noise
 
 
 class Clock(Protocol):
@@ -117,13 +123,16 @@ class AdaptiveRateLimiter:
         "_answers",
         "_base",
         "_clock",
+        "_count",
         "_cut_at",
         "_gone",
         "_head",
         "_issued",
+        "_peak",
         "_probe_s",
         "_rate",
         "_resumed_at",
+        "_second",
         "_sent",
         "_slow_start",
         "_tat",
@@ -155,6 +164,9 @@ class AdaptiveRateLimiter:
         self._slow_start = False
         self._sent: deque[float] = deque()  # grant times within the last window
         self._answers: deque[tuple[float, bool]] = deque(maxlen=ANSWERS_KEPT)  # (time, 429?)
+        self._second = -math.inf  # the clock second being counted ...
+        self._count = 0  # ... its 2xx answers so far, and
+        self._peak = 0  # the most 2xx answers of one second, counted while the rate is finite
 
     @property
     def current_rate(self) -> float:
@@ -196,9 +208,14 @@ class AdaptiveRateLimiter:
         """After a 2xx answer: let the rate climb back along its curve after a cut."""
         now = self._clock.now()
         self._answers.append((now, False))
-        if self.estimate is None and not self._slow_start:
-            return  # never throttled: nothing to recover from
-        self._rate = min(self.ceiling, self._target(now))
+        if self._second > -math.inf:  # counted from the first 429 on (see NOISE)
+            second = math.floor(now)
+            if second != self._second:
+                self._peak = max(self._peak, self._count)
+                self._second, self._count = second, 0
+            self._count += 1
+        if self.estimate is not None or self._slow_start:
+            self._rate = min(self.ceiling, self._target(now))
 
     def on_throttle(self, retry_after: float | None = None, sent_at: float | None = None) -> None:
         """After a 429: pause every caller, and cut the rate unless the request predates the cut.
@@ -215,15 +232,16 @@ class AdaptiveRateLimiter:
         if sent_at is not None and sent_at < self._cut_at:
             return  # sent before the last cut: that cut already answered it
         self._answers.append((now, True))
+        if self._second == -math.inf:
+            self._second = math.floor(now)
         since = now - self._resumed_at
-        scattered = not self._dense(now)
-        if scattered and (self._rate == math.inf or self._slow_start or since < QUICK_S):
-            # Leaving "unlimited", ending slow start or cutting again soon after a cut each
-            # assume the rate is above a limit: one scattered 429 is not evidence of that.
-            return
         if self._rate == math.inf:
-            self._slow_start = True
+            if not self._dense(now):
+                return  # scattered 429s while unlimited: the pause is answer enough
+            self._slow_start = True  # dense 429s end an unlimited run's free rein
             rate = self._sent_rate(now)
+        elif self._rate < NOISE * max(self._peak, self._count):
+            return  # far below what the server has taken in one second: not a limit
         else:
             rate = self._rate
             if self._slow_start:

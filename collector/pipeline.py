@@ -94,7 +94,10 @@ class Stopper:
 
 
 async def collect_one(api: SessionsApi, machine: Machine) -> Outcome:
-    """Collect one machine; the only place an `ApiError` becomes a `Failure`."""
+    """Collect one machine; the only place an `ApiError` becomes a `Failure`.
+
+    The client has already logged the failure with its transaction id.
+    """
     try:
         answer = await api.get_machine_sessions(machine.name)
     except ApiError as exc:
@@ -106,14 +109,6 @@ async def collect_one(api: SessionsApi, machine: Machine) -> Outcome:
             attempts=exc.attempts,
             transaction_id=exc.transaction_id,
             at=utc_now(),
-        )
-        log.warning(
-            "machine %s failed: %s (%s, status %s, transaction %s)",
-            machine.name,
-            exc.message,
-            exc.kind.value,
-            exc.status,
-            exc.transaction_id,
         )
         return Failed(machine, failure)
     return Collected(machine, list(answer.items), utc_now())

@@ -198,6 +198,20 @@ class TestClientCredentials:
         assert await auth.renew("t0-older") == "t2"  # already renewed since: no call
         assert len(transport.sent) == 2
 
+    async def test_renew_does_not_hand_back_a_due_token(self) -> None:
+        """After a 401, a token renewed by someone else is reused only while it is fresh."""
+
+        clock = Clock()
+        transport = ScriptedTransport(
+            [token_answer("t1", "20"), token_answer("t2", "20"), token_answer("t3", "20")]
+        )
+        auth = client_credentials(transport, clock)
+        stale = await auth.token()
+        assert await auth.renew(stale) == "t2"
+        clock.t += 19  # t2 is due for renewal: handing it back would get another 401
+        assert await auth.renew(stale) == "t3"
+        assert len(transport.sent) == 3
+
     @pytest.mark.parametrize("status", [400, 401])
     async def test_invalid_client_names_the_variables(self, status: int) -> None:
         """invalid_client stops at once, naming the variables to check and never the secret."""

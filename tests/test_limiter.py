@@ -263,6 +263,24 @@ class TestThrottle:
         assert limiter.current_rate == math.inf
         assert limiter.paused_until == clock.now() + 1.0
 
+    def test_429_far_below_what_the_server_took_is_noise(self) -> None:
+        """Once paced, a 429 at a rate well under the most the server took in a second only
+        pauses."""
+
+        clock = VirtualTime()
+        limiter = AdaptiveRateLimiter(100, clock)
+        limiter.on_throttle(1.0)  # a first cut; the server's answers are counted from here
+        clock.t = 2.0
+        for _ in range(150):
+            limiter.on_success()
+        clock.t = 3.5
+        limiter.on_success()
+        rate, estimate = limiter.current_rate, limiter.estimate
+        assert rate < 0.6 * 150
+        limiter.on_throttle(1.0, sent_at=3.5)
+        assert (limiter.current_rate, limiter.estimate) == (rate, estimate)
+        assert limiter.paused_until == 4.5
+
 
 # --- the design check: a simulated server that allows R requests a second --------------------
 
