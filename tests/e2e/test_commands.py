@@ -11,7 +11,7 @@ from typing import IO
 
 import orjson
 
-from collector.simulator import Site
+from collector.simulator import SimulatorConfig, Site, start_in_thread
 from tests.e2e.conftest import REPO, cli_env, committed_records, run_cli, write_config
 
 
@@ -134,3 +134,40 @@ def test_demo_collects_from_the_embedded_simulator(tmp_path: Path) -> None:
 
     assert again.returncode == 0, again.stderr[-3000:]  # a second demo replaces the first
     assert len(committed_records(tmp_path / "demo")) == len(records)
+
+
+def test_check_and_machines_against_the_simulator(tmp_path: Path) -> None:
+    """`collector check` says what works; `collector machines` lists every machine once."""
+    from collector.simulator import SimulatorConfig, start_in_thread
+
+    with start_in_thread(SimulatorConfig(machines=1200, seed=6)) as sim:
+        config = write_config(
+            tmp_path / "site.toml",
+            {
+                "api": {"base_url": sim.base_url, "customer_id": sim.customer_id},
+                "auth": {"token_url": sim.token_url},
+                "input": {"machines": "unused.txt"},
+            },
+        )
+        env = cli_env(sim)
+
+        checked = run_cli(["check", "-c", str(config)], env, tmp_path)
+        listed = run_cli(["machines", "-c", str(config), "--out", "m.ndjson"], env, tmp_path)
+        wrong = run_cli(["check", "-c", str(config)], cli_env(sim, secret="nope"), tmp_path)
+
+    assert checked.returncode == 0, checked.stderr
+    assert sim.site_id in checked.stdout.decode()
+    assert listed.returncode == 0, listed.stderr
+    rows = [orjson.loads(line) for line in (tmp_path / "m.ndjson").read_bytes().splitlines()]
+    assert sorted(r["Id"] for r in rows) == sorted(sim.site.machine(i)["Id"] for i in range(1200))
+    assert set(rows[0]) == {
+        "Id",
+        "Name",
+        "DnsName",
+        "DeliveryGroup",
+        "MachineCatalog",
+        "SessionCount",
+        "RegistrationState",
+    }
+    assert wrong.returncode == 3
+    assert "CITRIX_CLIENT_SECRET" in wrong.stderr
