@@ -138,7 +138,6 @@ def test_demo_collects_from_the_embedded_simulator(tmp_path: Path) -> None:
 
 def test_check_and_machines_against_the_simulator(tmp_path: Path) -> None:
     """`collector check` says what works; `collector machines` lists every machine once."""
-    from collector.simulator import SimulatorConfig, start_in_thread
 
     with start_in_thread(SimulatorConfig(machines=1200, seed=6)) as sim:
         config = write_config(
