@@ -16,7 +16,7 @@ import base64
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import anyio
@@ -39,6 +39,8 @@ from collector.protocol import (
     read_error_body,
     token_form,
     transaction_id_of,
+    transaction_note,
+    utc_now,
 )
 
 FALLBACK_LIFETIME_S = 3600.0  # documented lifetime of a Citrix Cloud token, if the answer omits it
@@ -76,10 +78,6 @@ class TokenProvider(Protocol):
     async def renew(self, stale: str) -> str:
         """A token other than `stale`, which the API refused (single-flight)."""
         ...
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def renew_ahead(lifetime: float) -> float:
@@ -162,7 +160,7 @@ class CachedTokenAuth:
         except ApiError as exc:
             raise AuthError(
                 f"no token could be obtained from {self.describe()}: {exc.message}"
-                f"{transaction(exc.transaction_id)}. The service may be down or throttling "
+                f"{transaction_note(exc.transaction_id)}. The service may be down or throttling "
                 "token requests; try again later"
             ) from exc
         self._token = token
@@ -193,7 +191,7 @@ class CachedTokenAuth:
             message, _ = read_error_body(answer.body)
             raise AuthError(
                 self.refused(answer.status, message)
-                + transaction(transaction_id_of(answer.headers))
+                + transaction_note(transaction_id_of(answer.headers))
             )
         try:
             return decipher(answer.status, answer.headers, answer.body, now=self.wall())
@@ -202,16 +200,12 @@ class CachedTokenAuth:
                 raise
             raise AuthError(
                 f"the token endpoint {self.describe()} answered {exc.message}"
-                f"{transaction(exc.transaction_id)}: check its address ([auth] token_url, "
+                f"{transaction_note(exc.transaction_id)}: check its address ([auth] token_url, "
                 "[api] base_url and customer_id)"
             ) from exc
 
     def refused(self, status: int, message: str) -> str:
         raise NotImplementedError
-
-
-def transaction(transaction_id: str | None) -> str:
-    return f" (transaction {transaction_id})" if transaction_id else ""
 
 
 class ClientCredentialsAuth(CachedTokenAuth):

@@ -20,7 +20,7 @@ import ssl
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -49,6 +49,8 @@ from collector.protocol import (
     site_id_from_me,
     throttle_delay,
     transaction_id_of,
+    transaction_note,
+    utc_now,
 )
 from collector.retry import make_retrying
 
@@ -56,10 +58,6 @@ log = logging.getLogger("collector.client")
 
 Sleep = Callable[[float], Awaitable[None]]
 POOL_SPARE = 4  # connections beyond `concurrency`: token calls, a page fetched alongside
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,7 +384,7 @@ class CitrixClient:
             if answer.status == 401:
                 raise AuthError(
                     "the API refused a freshly issued token (HTTP 401 twice"
-                    f"{transaction(transaction_id_of(answer.headers))}): check that the API "
+                    f"{transaction_note(transaction_id_of(answer.headers))}): check that the API "
                     f"client has access to customer {self.settings.customer_id} "
                     "([api] customer_id) and that the token is meant for this API host "
                     "([api] region, base_url)"
@@ -421,7 +419,7 @@ class CitrixClient:
         return answer, token
 
     def _rejected(self, exc: ApiError) -> str:
-        where = f"{exc.message}{transaction(exc.transaction_id)}"
+        where = f"{exc.message}{transaction_note(exc.transaction_id)}"
         if exc.status == 406:
             return (
                 f"the API refused the request format on the first call of the run ({where}). "
@@ -436,10 +434,6 @@ class CitrixClient:
             f"({self.settings.customer_id}) is this client's customer, and that [api] site_id "
             f"({site}) is a site of that customer"
         )
-
-
-def transaction(transaction_id: str | None) -> str:
-    return f", transaction {transaction_id}" if transaction_id else ""
 
 
 # --- the run's client ------------------------------------------------------------------------

@@ -134,6 +134,16 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def utc_now() -> datetime:
+    """Now, timezone-aware, for Retry-After dates and token expiry."""
+    return datetime.now(UTC)
+
+
+def transaction_note(transaction_id: str | None) -> str:
+    """` (transaction ID)` for a message, or nothing when the server sent none."""
+    return f" (transaction {transaction_id})" if transaction_id else ""
+
+
 def transaction_id_of(headers: Mapping[str, str]) -> str | None:
     """The answer's transaction id (502s from the gateway often carry none)."""
     value = header(headers, TRANSACTION_HEADER) or header(headers, LEGACY_TRANSACTION_HEADER)
