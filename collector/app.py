@@ -13,7 +13,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -33,7 +33,7 @@ from collector.errors import (
     OutputError,
 )
 from collector.flatten import make_flattener, make_record_encoder
-from collector.journal import CommittedFile, Journal, read_journal
+from collector.journal import Journal, read_journal
 from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats, machine_key
 from collector.pipeline import RecordSink, Stopper, Writer, run_pipeline, utc_now
 from collector.progress import (
@@ -102,7 +102,6 @@ class RunResult:
     complete: bool
     output: str
     manifest: dict[str, Any] | None = None
-    files: list[CommittedFile] = field(default_factory=list)
 
 
 def run_fingerprint(config: Config, options: RunOptions) -> dict[str, Any]:
@@ -516,7 +515,7 @@ class Run:
                 write_atomic(plan.directory / MANIFEST_NAME, dump_json(manifest))
             except OutputError as exc:
                 fatal = fatal or exc
-        exit_code = self._exit_code(fatal, failures if plan else errors_of(stats))
+        exit_code = self._exit_code(fatal, len(failures) if plan else stats.machines_failed)
         duration = time.monotonic() - self.started
         output = "standard output" if plan is None else str(plan.directory)
         if self.options.metrics_file:
@@ -554,13 +553,12 @@ class Run:
         ]
         return kept + list(errors.failures)
 
-    def _exit_code(self, fatal: BaseException | None, failures: list[Failure] | int) -> int:
+    def _exit_code(self, fatal: BaseException | None, failures: int) -> int:
         if fatal is not None:
-            return fatal.exit_code if isinstance(fatal, CollectorError) else 3
+            return fatal.exit_code if isinstance(fatal, CollectorError) else FatalError.exit_code
         if self.stopper.stopping:
             return EXIT_INTERRUPTED
-        count = failures if isinstance(failures, int) else len(failures)
-        return EXIT_FAILURES if count else EXIT_OK
+        return EXIT_FAILURES if failures else EXIT_OK
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
@@ -577,10 +575,6 @@ class Run:
                     self.stopper.grace,
                 )
                 self.stopper.stop()
-
-
-def errors_of(stats: RunStats) -> int:
-    return stats.machines_failed
 
 
 async def run(
