@@ -206,3 +206,30 @@ def test_a_full_disk_exits_3_and_keeps_committed_files(tmp_path: Path, simulator
     assert str(out) in done.stderr
     assert journal_commits(out) >= 1
     assert_files_match_journal(out)
+
+
+def test_a_second_signal_exits_at_once_and_stays_resumable(tmp_path: Path, simulator: Any) -> None:
+    """SIGTERM twice: exit 130 without waiting for slow requests; --resume still completes."""
+    sim = simulator(machines=400, seed=21, latency_ms=50)
+    config, out = setup_run(tmp_path, sim, request_timeout_s=30)
+    env = cli_env(sim)
+
+    process = start_cli(["run", "-c", str(config), "--no-progress"], env, tmp_path)
+    assert wait_for(lambda: journal_commits(out) >= 1 or process.poll() is not None, timeout=60)
+    sim.faults.latency_ms = 20_000  # requests in flight now hang far past any test's patience
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+
+    assert process.returncode == 130, err.decode()[-3000:]
+    assert time.monotonic() - started < 10
+    assert_files_match_journal(out)
+
+    sim.faults.latency_ms = 0
+    done = run_cli(["run", "-c", str(config), "--no-progress", "--resume"], env, tmp_path)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_exactly_once(out, sim, range(400))
