@@ -1,0 +1,52 @@
+"""The docs cannot drift from the tool: help examples, README commands and flags."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from collector.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+COMMANDS = ("run", "machines", "check", "simulate", "demo")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_examples_in_its_help(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`collector COMMAND --help` ends with examples that use that command."""
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text
+    assert f"collector {command}" in text.split("examples:", 1)[1]
+
+
+def test_readme_make_targets_exist() -> None:
+    """Every `make X` the README names is a target of the Makefile."""
+    makefile = (REPO / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.MULTILINE))
+
+    named = set(re.findall(r"\bmake ([a-z][a-z-]*)", README))
+
+    assert {"demo", "test"} <= named
+    assert named <= targets
+
+
+def test_readme_flags_exist() -> None:
+    """Every `collector COMMAND --flag` in the README is a flag of that command."""
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, rest in re.findall(
+        r"collector (run|machines|check|simulate|demo)([^\n`]*)", README
+    ):
+        known = {o for a in subparsers.choices[command]._actions for o in a.option_strings}
+        for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", rest):
+            assert flag in known, f"README: collector {command} {flag} is not a flag"
