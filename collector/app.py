@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -133,6 +135,16 @@ def iter_input(config: Config, stdin: TextIO | None) -> Iterator[Machine | Inval
     fmt = detect_format(path, config.input.format)
     with open_machine_list(path, stdin) as (lines, source):
         yield from read_machines(lines, fmt=fmt, column=config.input.column, source=source)
+
+
+def spool(stdin: TextIO | None) -> TextIO | None:
+    """Standard input copied to a temporary file, so that it can be read twice."""
+    if stdin is None:
+        return None
+    copy = tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+    shutil.copyfileobj(stdin, copy)
+    copy.seek(0)
+    return copy
 
 
 def check_strict(config: Config, stdin: TextIO | None) -> None:
@@ -343,6 +355,20 @@ class Run:
             )
         if self.to_stdout and (options.resume or options.retry_failed):
             raise InputError("--out - writes no journal, so it cannot --resume or --retry-failed")
+        # The input is checked before the output directory is touched: a bad list must not
+        # cost an --overwrite its old run, nor a --resume its leftovers.
+        reads_input = not (options.retry_failed or config.input.all_machines)
+        stdin = self.streams.stdin
+        if reads_input:
+            if options.strict:
+                if config.input.machines == "-":
+                    stdin = spool(stdin)  # read twice: once to check, once to collect
+                check_strict(config, stdin)
+                if stdin is not None and stdin is not self.streams.stdin:
+                    stdin.seek(0)
+            elif config.input.machines != "-":
+                with open_machine_list(config.input.machines, None):
+                    pass  # a missing or unreadable list is an exit 2 before any request
         plan = None
         if not self.to_stdout:
             plan = plan_run(
@@ -365,12 +391,7 @@ class Run:
             group, catalog = config.input.delivery_group, config.input.catalog
             source = lambda client: feed.discover(client.machines(group, catalog))  # noqa: E731
         else:
-            if options.strict:
-                check_strict(config, self.streams.stdin)
-            elif config.input.machines != "-":
-                with open_machine_list(config.input.machines, None):
-                    pass  # a missing or unreadable list is an exit 2 before any request
-            items = iter_input(config, self.streams.stdin)
+            items = iter_input(config, stdin)
             feed.estimate = count_lines(config.input.machines)
             source = lambda client: feed.stream(items)  # noqa: E731
         return await self._collect(plan, feed, source, old_failures)

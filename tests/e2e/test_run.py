@@ -222,3 +222,57 @@ def test_bearer_mode_uses_the_given_token(tmp_path: Path, simulator: Any) -> Non
     assert sim.counters.requests["token"] == 1  # the test's own
     assert_no_secret(out, done.stderr)
     assert token not in done.stderr
+
+
+def test_strict_stops_on_a_bad_line_before_any_call(tmp_path: Path, simulator: Any) -> None:
+    """--strict: a bad line exits 2 naming file and line, and nothing is requested."""
+    sim = simulator(machines=10, seed=2)
+    machines = machine_list(tmp_path, sim, unknown=[])
+    with open(machines, "a") as handle:
+        handle.write("CORP\\BAD\x07NAME\n")
+    config = base_config(tmp_path, sim, machines, tmp_path / "out")
+
+    done = run_cli(["run", "-c", str(config), "--strict"], cli_env(sim), tmp_path)
+
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"{machines}:11" in done.stderr
+    assert sum(sim.counters.requests.values()) == 0
+
+
+def test_strict_reads_standard_input_twice(tmp_path: Path, simulator: Any) -> None:
+    """--strict with --machines - checks the piped list, then collects all of it."""
+    sim = simulator(machines=25, seed=4)
+    machines = machine_list(tmp_path, sim, unknown=[])
+    out = tmp_path / "out"
+    config = base_config(tmp_path, sim, machines, out)
+
+    with machines.open("rb") as piped:
+        done = run_cli(
+            ["run", "-c", str(config), "--strict", "--machines", "-", "--no-progress"],
+            cli_env(sim),
+            tmp_path,
+            stdin=piped,
+        )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_exactly_once(out, sim, range(25))
+
+
+def test_overwrite_with_a_missing_list_keeps_the_old_run(tmp_path: Path, simulator: Any) -> None:
+    """A bad machine list exits 2 before --overwrite deletes anything."""
+    sim = simulator(machines=10, seed=2)
+    out = tmp_path / "out"
+    config = base_config(tmp_path, sim, machine_list(tmp_path, sim, unknown=[]), out)
+    assert (
+        run_cli(["run", "-c", str(config), "--no-progress"], cli_env(sim), tmp_path).returncode == 0
+    )
+    before = sorted(p.name for p in out.iterdir())
+
+    done = run_cli(
+        ["run", "-c", str(config), "--overwrite", "--machines", str(tmp_path / "missing.txt")],
+        cli_env(sim),
+        tmp_path,
+    )
+
+    assert done.returncode == 2
+    assert sorted(p.name for p in out.iterdir()) == before
