@@ -192,7 +192,7 @@ def load(args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | None =
 def cmd_run(args: argparse.Namespace) -> int:
     config = load(args, run_overrides(args))
     credentials = resolve_credentials(config, os.environ)
-    args.redactor.secrets += credentials.secrets()
+    args.redactor.register(credentials.secrets())
     if args.errors and config.output.dir != "-":
         raise ConfigError("--errors goes with --out -; a directory run writes DIR/errors.ndjson")
     options = RunOptions(
@@ -220,7 +220,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = load(args)
     credentials = resolve_credentials(config, os.environ)
-    args.redactor.secrets += credentials.secrets()
+    args.redactor.register(credentials.secrets())
     for line in anyio.run(check, config, credentials):
         print(line)
     return 0
@@ -231,7 +231,7 @@ def cmd_machines(args: argparse.Namespace) -> int:
 
     config = load(args)
     credentials = resolve_credentials(config, os.environ)
-    args.redactor.secrets += credentials.secrets()
+    args.redactor.register(credentials.secrets())
     target = None if args.out == "-" else Path(args.out)
     count = anyio.run(list_machines, config, credentials, target, sys.stdout.buffer)
     print(f"{count} machines", file=sys.stderr)
@@ -283,10 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except CollectorError as exc:
-        message = str(exc)
-        for secret in args.redactor.secrets:
-            message = message.replace(secret, "***")
-        print(f"collector: error: {message}", file=sys.stderr)
+        print(f"collector: error: {args.redactor.redact(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("collector: interrupted", file=sys.stderr)

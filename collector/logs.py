@@ -16,6 +16,9 @@ from typing import Any, TextIO
 import orjson
 
 REDACTED = "***"
+# Shorter values are not searched for: replacing a one-letter test secret would garble every
+# message, and no real API secret or token is that short.
+MIN_SECRET_LENGTH = 6
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is kept in JSON.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -26,20 +29,25 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = tuple(s for s in secrets if s)
+        self.secrets: tuple[str, ...] = ()
+        self.register(secrets)
+
+    def register(self, secrets: Iterable[str]) -> None:
+        """Redact these too from now on."""
+        self.secrets += tuple(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
             return True
-        message = record.getMessage()
-        for secret in self.secrets:
-            message = message.replace(secret, REDACTED)
-        record.msg, record.args = message, None
+        record.msg, record.args = self.redact(record.getMessage()), None
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
-            for secret in self.secrets:
-                text = text.replace(secret, REDACTED)
-            record.exc_text, record.exc_info = text, None
+            record.exc_text, record.exc_info = self.redact(text), None
         return True
 
 
