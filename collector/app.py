@@ -9,33 +9,37 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 import anyio
-import anyio.to_thread
 
 from collector import __version__
 from collector.client import CitrixClient, open_client
-from collector.config import Config, Credentials, Mode, public_dict
+from collector.config import Config, Credentials, Mode
 from collector.errors import (
-    ApiError,
     CollectorError,
     ConfigError,
     FatalError,
     InputError,
     OutputError,
 )
+from collector.feed import (
+    MachineFeed,
+    check_strict,
+    count_lines,
+    iter_input,
+    retry_machines,
+    spool,
+)
 from collector.flatten import make_flattener, make_record_encoder
 from collector.journal import Journal, read_journal
+from collector.manifest import build_manifest
 from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats, machine_key
 from collector.pipeline import RecordSink, Stopper, Writer, run_pipeline, utc_now
 from collector.progress import (
@@ -58,12 +62,8 @@ from collector.sinks import (
     write_atomic,
 )
 from collector.sources import (
-    Deduper,
-    detect_format,
     file_fingerprint,
-    in_shard,
     open_machine_list,
-    read_machines,
 )
 
 log = logging.getLogger("collector")
@@ -72,7 +72,6 @@ EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
 
 # Builds the stream of machines once the client exists (discovery needs it).
 SourceFactory = Callable[[CitrixClient], AsyncIterator[Machine | InvalidLine]]
-READ_BATCH = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,184 +125,6 @@ def run_fingerprint(config: Config, options: RunOptions) -> dict[str, Any]:
         "separator": config.output.separator,
         "arrays": config.output.arrays.value,
         "compress": config.output.compress.value,
-    }
-
-
-def iter_input(config: Config, stdin: TextIO | None) -> Iterator[Machine | InvalidLine]:
-    """Every line of the machine list, parsed (the file stays open only while iterating)."""
-    path = config.input.machines
-    fmt = detect_format(path, config.input.format)
-    with open_machine_list(path, stdin) as (lines, source):
-        yield from read_machines(lines, fmt=fmt, column=config.input.column, source=source)
-
-
-def spool(stdin: TextIO | None) -> TextIO | None:
-    """Standard input copied to a temporary file, so that it can be read twice."""
-    if stdin is None:
-        return None
-    copy = tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
-    shutil.copyfileobj(stdin, copy)
-    copy.seek(0)
-    return copy
-
-
-def check_strict(config: Config, stdin: TextIO | None) -> None:
-    """With --strict: read the whole list before any request; the first bad line stops the run.
-
-    Raises `InputError` naming the file and line.
-    """
-    for item in iter_input(config, stdin):
-        if isinstance(item, InvalidLine):
-            raise InputError(
-                f"{item.where()}: {item.message} (--strict: nothing was collected; fix the "
-                "line, or run without --strict to record it in errors.ndjson and go on)"
-            )
-
-
-async def in_batches(items: Iterator[Any], size: int = READ_BATCH) -> AsyncIterator[list[Any]]:
-    """Pull `items` in a worker thread, `size` at a time, so file or pipe reads never block."""
-    while True:
-        batch = await anyio.to_thread.run_sync(
-            lambda: list(islice(items, size)), abandon_on_cancel=True
-        )
-        if not batch:
-            return
-        yield batch
-
-
-class MachineFeed:
-    """Turns the input into the machines to collect: dedupe, shard, skip what is committed."""
-
-    def __init__(
-        self,
-        stats: RunStats,
-        *,
-        shard: tuple[int, int] | None,
-        committed: set[str],
-    ) -> None:
-        self.stats = stats
-        self.shard = shard
-        self.committed = committed
-        self.deduper = Deduper()
-        self.estimate: int | None = None
-
-    def accept(self, item: Machine | InvalidLine) -> bool:
-        if isinstance(item, InvalidLine):
-            # A bad line is reported by one shard only: the one its text hashes to.
-            return in_shard(machine_key(item.text or item.where()), self.shard)
-        machine = item
-        if not self.deduper.add(machine):
-            self.stats.duplicates += 1
-            return False
-        if not in_shard(machine.key, self.shard):
-            return False
-        if machine.key in self.committed:
-            self.stats.machines_skipped += 1
-            return False
-        self.stats.machines_total += 1
-        return True
-
-    async def stream(
-        self, items: Iterator[Machine | InvalidLine]
-    ) -> AsyncIterator[Machine | InvalidLine]:
-        self.stats.discovery_done = False
-        async for batch in in_batches(items):
-            for item in batch:
-                if self.accept(item):
-                    yield item
-        self.stats.discovery_done = True
-
-    async def discover(
-        self, pages: AsyncIterator[list[dict[str, Any]]]
-    ) -> AsyncIterator[Machine | InvalidLine]:
-        """The site's machines as the API lists them, fed to the workers page by page.
-
-        Raises `FatalError` if a page cannot be had after every retry: the machines found so
-        far are collected and committed, and `--resume` carries on from there.
-        """
-        self.stats.discovery_done = False
-        try:
-            async for page in pages:
-                for listed in page:
-                    name = listed.get("Name") or listed.get("DnsName") or listed.get("Id")
-                    if name:
-                        machine = Machine.from_name(str(name), source="discovery")
-                        if self.accept(machine):
-                            yield machine
-        except ApiError as exc:
-            raise FatalError(
-                f"machine discovery stopped after {self.stats.machines_total} machines: "
-                f"{exc.message} (transaction {exc.transaction_id}); the machines found so far "
-                "are kept: run again with --resume"
-            ) from exc
-        self.stats.discovery_done = True
-
-    def total(self) -> int | None:
-        if self.stats.discovery_done:
-            return self.stats.machines_total
-        return max(self.estimate or 0, self.stats.machines_total) or None
-
-
-def count_lines(path: str) -> int | None:
-    """A quick upper bound of the machines in a file, for the progress bar's ETA."""
-    if path == "-":
-        return None
-    try:
-        with open(path, "rb") as handle:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-    except OSError:
-        return None
-
-
-def retry_machines(failures: Iterable[Failure], committed: set[str]) -> list[Machine]:
-    """The machines `--retry-failed` collects again: failed, not invalid input, not committed."""
-    seen: set[str] = set()
-    machines = []
-    for failure in failures:
-        key = machine_key(failure.machine)
-        if failure.kind is ErrorKind.INVALID_INPUT or key in committed or key in seen:
-            continue
-        seen.add(key)
-        machines.append(Machine.from_name(failure.machine, source="errors.ndjson"))
-    return machines
-
-
-def build_manifest(
-    *,
-    plan: RunPlan,
-    config: Config,
-    stats: RunStats,
-    complete: bool,
-    started_at: str,
-    failures: list[Failure],
-) -> dict[str, Any]:
-    """The manifest of the whole run (every segment), from the journal on disk."""
-    state = read_journal(plan.directory)
-    assert state is not None  # this run wrote its start line
-    failed: dict[str, int] = {}
-    for failure in failures:
-        failed[failure.kind.value] = failed.get(failure.kind.value, 0) + 1
-    return {
-        "run_id": state.run_id,
-        "version": __version__,
-        "started_at": state.started_at,
-        "segment_started_at": started_at,
-        "finished_at": utc_now(),
-        "complete": complete,
-        "mode": config.collect.mode.value,
-        "config": public_dict(config),
-        "counts": {
-            "machines_total": len(state.committed) + sum(failed.values()),
-            "machines_ok": len(state.committed),
-            "machines_failed": failed,
-            "duplicates_dropped": stats.duplicates,
-            "sessions": state.records,
-            "requests": state.counters.get("requests", 0),
-            "retries": state.counters.get("retries", 0),
-            "throttled": state.counters.get("throttled", 0),
-            "segments": state.segments,
-        },
-        "files": [f.to_manifest() for f in state.files if f.name],
     }
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collector.app import MachineFeed, collapse, retry_machines
+from collector.app import collapse
 from collector.errors import ApiError, AuthError
+from collector.feed import MachineFeed, retry_machines
 from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats
 
 

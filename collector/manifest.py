@@ -1,0 +1,51 @@
+"""The run's manifest: counts and checksums of the whole run, from the journal on disk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collector import __version__
+from collector.config import Config, public_dict
+from collector.journal import read_journal
+from collector.models import Failure, RunStats
+from collector.pipeline import utc_now
+from collector.rundir import RunPlan
+
+
+def build_manifest(
+    *,
+    plan: RunPlan,
+    config: Config,
+    stats: RunStats,
+    complete: bool,
+    started_at: str,
+    failures: list[Failure],
+) -> dict[str, Any]:
+    """The manifest of the whole run (every segment), from the journal on disk."""
+    state = read_journal(plan.directory)
+    assert state is not None  # this run wrote its start line
+    failed: dict[str, int] = {}
+    for failure in failures:
+        failed[failure.kind.value] = failed.get(failure.kind.value, 0) + 1
+    return {
+        "run_id": state.run_id,
+        "version": __version__,
+        "started_at": state.started_at,
+        "segment_started_at": started_at,
+        "finished_at": utc_now(),
+        "complete": complete,
+        "mode": config.collect.mode.value,
+        "config": public_dict(config),
+        "counts": {
+            "machines_total": len(state.committed) + sum(failed.values()),
+            "machines_ok": len(state.committed),
+            "machines_failed": failed,
+            "duplicates_dropped": stats.duplicates,
+            "sessions": state.records,
+            "requests": state.counters.get("requests", 0),
+            "retries": state.counters.get("retries", 0),
+            "throttled": state.counters.get("throttled", 0),
+            "segments": state.segments,
+        },
+        "files": [f.to_manifest() for f in state.files if f.name],
+    }
