@@ -319,17 +319,7 @@ class Run:
                 except OutputError as exc:
                     files.abandon()
                     fatal = fatal or exc
-        failures: list[Failure] = []
-        if errors is not None:
-            failures = self._final_failures(plan, errors, old_failures)
-            if plan is not None:
-                kept = failures[: len(failures) - len(errors.failures)]
-                try:
-                    errors.finish(kept)
-                except OutputError as exc:
-                    fatal = fatal or exc
-            else:
-                errors.finish()
+        state = None
         if journal is not None and plan is not None:
             try:
                 journal.append(
@@ -346,14 +336,34 @@ class Run:
                     }
                 )
                 journal.close()
-                manifest = build_manifest(
-                    plan=plan,
-                    config=self.config,
-                    stats=stats,
-                    complete=complete,
-                    started_at=self.started_at,
-                    failures=failures,
-                )
+            except OutputError as exc:
+                fatal = fatal or exc
+            try:
+                state = read_journal(plan.directory)  # once: for the failures and the manifest
+            except OutputError as exc:
+                fatal = fatal or exc
+        failures: list[Failure] = []
+        if errors is not None:
+            committed = state.committed if state else set()
+            failures = self._final_failures(plan, errors, old_failures, committed)
+            if plan is not None:
+                kept = failures[: len(failures) - len(errors.failures)]
+                try:
+                    errors.finish(kept)
+                except OutputError as exc:
+                    fatal = fatal or exc
+            else:
+                errors.finish()
+        if state is not None and plan is not None:
+            manifest = build_manifest(
+                state=state,
+                config=self.config,
+                stats=stats,
+                complete=complete,
+                started_at=self.started_at,
+                failures=failures,
+            )
+            try:
                 write_atomic(plan.directory / MANIFEST_NAME, dump_json(manifest))
             except OutputError as exc:
                 fatal = fatal or exc
@@ -377,13 +387,11 @@ class Run:
         return RunResult(exit_code, stats, complete, output, manifest)
 
     def _final_failures(
-        self, plan: RunPlan | None, errors: ErrorLog, old: list[Failure]
+        self, plan: RunPlan | None, errors: ErrorLog, old: list[Failure], committed: set[str]
     ) -> list[Failure]:
         """Failures still standing: earlier ones not settled by this run, then this run's."""
         if plan is None or plan.state is None:
             return list(errors.failures)
-        state = read_journal(plan.directory)
-        committed = state.committed if state else set()
         retried = {machine_key(f.machine) for f in errors.failures}
         reread = plan.action is Action.RESUME  # the input was read again: its bad lines are new
         kept = [

@@ -6,24 +6,21 @@ from typing import Any
 
 from collector import __version__
 from collector.config import Config, public_dict
-from collector.journal import read_journal
+from collector.journal import JournalState
 from collector.models import Failure, RunStats
 from collector.pipeline import utc_now
-from collector.rundir import RunPlan
 
 
 def build_manifest(
     *,
-    plan: RunPlan,
+    state: JournalState,
     config: Config,
     stats: RunStats,
     complete: bool,
     started_at: str,
     failures: list[Failure],
 ) -> dict[str, Any]:
-    """The manifest of the whole run (every segment), from the journal on disk."""
-    state = read_journal(plan.directory)
-    assert state is not None  # this run wrote its start line
+    """The manifest of the whole run (every segment), from its journal as read back."""
     failed: dict[str, int] = {}
     for failure in failures:
         failed[failure.kind.value] = failed.get(failure.kind.value, 0) + 1
