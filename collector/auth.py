@@ -42,6 +42,7 @@ from collector.protocol import (
     transaction_note,
     utc_now,
 )
+from collector.redact import SECRETS
 
 FALLBACK_LIFETIME_S = 3600.0  # documented lifetime of a Citrix Cloud token, if the answer omits it
 RENEW_AHEAD_MAX_S = 300.0  # renew when less than a tenth of the lifetime, and at most this, is left
@@ -91,6 +92,7 @@ class BearerAuth:
     renewable = False
 
     def __init__(self, token: str, env_var: str) -> None:
+        SECRETS.register(token)
         self._token = token
         self.env_var = env_var
 
@@ -254,6 +256,7 @@ class ClientCredentialsAuth(CachedTokenAuth):
                 f"the token endpoint {self.token_url} answered without an access_token: check "
                 "[auth] token_url"
             )
+        SECRETS.register(token)
         try:
             lifetime = parse_expires_in(get_folded(payload, "expires_in"))
         except (TypeError, ValueError):
@@ -282,8 +285,9 @@ class OnPremAuth(CachedTokenAuth):
             transport=transport, retrying=retrying, stats=stats, clock=clock, wall=wall
         )
         self.url = build_url(base_url, TOKENS_PATH)
-        pair = f"{username}:{password}".encode()
-        self._basic = "Basic " + base64.b64encode(pair).decode("ascii")
+        pair = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        SECRETS.register(pair)  # as a server quoting our Authorization header would show it
+        self._basic = "Basic " + pair
         self.user_env = user_env
         self.password_env = password_env
 
@@ -303,6 +307,7 @@ class OnPremAuth(CachedTokenAuth):
         token = get_folded(payload, "Token") if isinstance(payload, dict) else None
         if not isinstance(token, str) or not token:
             raise AuthError(f"the Delivery Controller {self.url} answered without a Token")
+        SECRETS.register(token)
         try:
             lifetime = parse_expires_at(str(get_folded(payload, "ExpiresAt")), self.wall())
         except ValueError:

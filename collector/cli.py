@@ -22,6 +22,7 @@ from collector.app import RunOptions, StdStreams, run
 from collector.config import Config, load_config, resolve_credentials
 from collector.errors import CollectorError, ConfigError
 from collector.logs import setup_logging
+from collector.redact import SECRETS
 from collector.sources import parse_shard
 
 EXIT_USAGE = 2
@@ -192,7 +193,7 @@ def load(args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | None =
 def cmd_run(args: argparse.Namespace) -> int:
     config = load(args, run_overrides(args))
     credentials = resolve_credentials(config, os.environ)
-    args.redactor.register(credentials.secrets())
+    SECRETS.register_all(credentials.secrets())
     if args.errors and config.output.dir != "-":
         raise ConfigError("--errors goes with --out -; a directory run writes DIR/errors.ndjson")
     options = RunOptions(
@@ -220,7 +221,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = load(args)
     credentials = resolve_credentials(config, os.environ)
-    args.redactor.register(credentials.secrets())
+    SECRETS.register_all(credentials.secrets())
     for line in anyio.run(check, config, credentials):
         print(line)
     return 0
@@ -231,7 +232,7 @@ def cmd_machines(args: argparse.Namespace) -> int:
 
     config = load(args)
     credentials = resolve_credentials(config, os.environ)
-    args.redactor.register(credentials.secrets())
+    SECRETS.register_all(credentials.secrets())
     target = None if args.out == "-" else Path(args.out)
     count = anyio.run(list_machines, config, credentials, target, sys.stdout.buffer)
     print(f"{count} machines", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 Standard output carries data only (`--out -`), so nothing here ever writes to it. The
 redaction filter is a last line of defence: messages are written not to hold secrets in the
-first place, and this filter replaces any registered secret that slips through with `***`.
+first place, and this filter replaces any secret of `collector.redact` that slips through
+(a server quoting our request back, say) with `***`.
 """
 
 from __future__ import annotations
@@ -15,39 +16,40 @@ from typing import Any, TextIO
 
 import orjson
 
-REDACTED = "***"
-# Shorter values are not searched for: replacing a one-letter test secret would garble every
-# message, and no real API secret or token is that short.
-MIN_SECRET_LENGTH = 6
+from collector.redact import SECRETS, Redactor
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is kept in JSON.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces each registered secret in a record's message and extras with `***`."""
+    """Replaces every registered secret in a record's message, traceback and extras with `***`.
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    The secrets are those of a `Redactor`: the process-wide registry unless told otherwise.
+    """
+
+    def __init__(self, redactor: Redactor = SECRETS) -> None:
         super().__init__()
-        self.secrets: tuple[str, ...] = ()
-        self.register(secrets)
+        self.redactor = redactor
 
     def register(self, secrets: Iterable[str]) -> None:
-        """Redact these too from now on."""
-        self.secrets += tuple(s for s in secrets if len(s) >= MIN_SECRET_LENGTH)
+        """Redact these too from now on (in every user of the registry, not only the logs)."""
+        self.redactor.register_all(secrets)
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return self.redactor.redact(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        record.msg, record.args = self.redact(record.getMessage()), None
+        redact = self.redactor.redact
+        record.msg, record.args = redact(record.getMessage()), None
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
-            record.exc_text, record.exc_info = self.redact(text), None
+            record.exc_text, record.exc_info = redact(text), None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        for name, value in list(vars(record).items()):
+            if name not in _STANDARD_ATTRS and isinstance(value, str):
+                setattr(record, name, redact(value))
         return True
 
 
@@ -88,8 +90,12 @@ def setup_logging(
     fmt: str = "text",
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    redactor: Redactor = SECRETS,
 ) -> RedactingFilter:
-    """Configure the `collector` logger; returns the redaction filter to register more secrets."""
+    """Configure the `collector` logger; returns its redaction filter.
+
+    `secrets` are registered with `redactor` (the process-wide registry unless told otherwise).
+    """
     handler = StderrHandler(stream)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -97,12 +103,13 @@ def setup_logging(
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
         )
-    redactor = RedactingFilter(secrets)
-    handler.addFilter(redactor)
+    redacting = RedactingFilter(redactor)
+    redacting.register(secrets)
+    handler.addFilter(redacting)
     root = logging.getLogger("collector")
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
     root.propagate = False
-    return redactor
+    return redacting

@@ -9,6 +9,7 @@ from collector.config import Config, public_dict
 from collector.journal import JournalState
 from collector.models import Failure, RunStats
 from collector.pipeline import utc_now
+from collector.redact import redact_values
 
 
 def build_manifest(
@@ -32,7 +33,7 @@ def build_manifest(
         "finished_at": utc_now(),
         "complete": complete,
         "mode": config.collect.mode.value,
-        "config": public_dict(config),
+        "config": redact_values(public_dict(config)),  # a secret in a URL, say
         "counts": {
             "machines_total": len(state.committed) + sum(failed.values()),
             "machines_ok": len(state.committed),

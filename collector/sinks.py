@@ -27,6 +27,7 @@ from collector.config import Compression
 from collector.errors import OutputError
 from collector.journal import CommittedFile, Journal
 from collector.models import Failure
+from collector.redact import redact
 
 PART = ".part"
 ERRORS_NAME = "errors.ndjson"
@@ -257,7 +258,16 @@ class ErrorLog:
 
 
 def failure_line(failure: Failure) -> bytes:
-    return orjson.dumps(failure.to_json(), option=orjson.OPT_APPEND_NEWLINE)
+    """One line of errors.ndjson, with any secret or token a server echoed written as `***`.
+
+    Only what a server can put there is redacted: the machine stays as the input named it,
+    so that --retry-failed can read it back.
+    """
+    entry = failure.to_json()
+    entry["message"] = redact(failure.message)
+    if failure.transaction_id:
+        entry["transaction_id"] = redact(failure.transaction_id)
+    return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def dump_json(data: Any) -> bytes:

@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
+from collector.redact import SECRETS
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -21,6 +23,14 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith(("COLLECTOR_", "CITRIX_")):
             monkeypatch.delenv(name)
     yield
+
+
+@pytest.fixture(autouse=True)
+def forget_secrets() -> Iterator[None]:
+    """The process-wide secret registry starts empty: one test's short token garbles no other."""
+    SECRETS.clear()
+    yield
+    SECRETS.clear()
 
 
 def load_fixture(name: str) -> Any:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from collector.logs import setup_logging
+from collector.redact import SECRETS
 
 SECRET = "s3cr3t-Value-42"
 
@@ -38,12 +39,32 @@ def test_a_registered_secret_never_reaches_the_log(stream: io.StringIO) -> None:
     assert text.count("***") == 2
 
 
-def test_short_values_are_not_searched_for(stream: io.StringIO) -> None:
-    """A one-letter value is not replaced everywhere (it would garble every message)."""
-    redactor = setup_logging("INFO", "text", stream=stream)
-    redactor.register(["b"])
+def test_short_values_are_redacted_too(stream: io.StringIO) -> None:
+    """A five-letter secret is replaced as well: a garbled message beats a leaked secret."""
+    setup_logging("INFO", "text", secrets=["Qz7pX"], stream=stream)
 
-    assert redactor.redact("must be below") == "must be below"
+    logging.getLogger("collector.test").warning("refused: client_secret=Qz7pX")
+
+    assert "Qz7pX" not in stream.getvalue()
+
+
+def test_json_extras_are_redacted(stream: io.StringIO) -> None:
+    """A secret passed in an `extra=` field never reaches the JSON line."""
+    setup_logging("INFO", "json", secrets=[SECRET], stream=stream)
+
+    logging.getLogger("collector.client").info("attempt failed", extra={"detail": SECRET})
+
+    assert orjson.loads(stream.getvalue())["detail"] == "***"
+
+
+def test_the_logs_share_the_process_registry(stream: io.StringIO) -> None:
+    """A token registered anywhere in the process (auth, say) is hidden from the logs."""
+    setup_logging("INFO", "text", stream=stream)
+    SECRETS.register("tok-123")
+
+    logging.getLogger("collector.test").warning("Authorization: CwsAuth Bearer=tok-123")
+
+    assert "tok-123" not in stream.getvalue()
 
 
 def test_json_lines_carry_level_logger_message_and_extras(stream: io.StringIO) -> None:
