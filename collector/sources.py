@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple, TextIO
 
@@ -36,7 +38,11 @@ MAX_TEXT = 300
 BAD_CHAR = re.compile(
     "[\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff\ud800-\udfff]"
 )
+LONE_CR = re.compile("\r(?!\n)")
 NOT_UTF8 = re.compile("[\udc80-\udcff]")
+# A quoted CSV field (a note, say) may hold line breaks; a quote left open is given up on after
+# this many lines, so that it spoils one line and not the rest of the file.
+MAX_RECORD_LINES = 100
 SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 
@@ -64,10 +70,12 @@ def read_machines(
 ) -> Iterator[Machine | InvalidLine]:
     """Every machine of the list, in order, and an `InvalidLine` for each unreadable line.
 
-    Line numbers are 1-based physical lines. `column` picks the CSV column or NDJSON field
-    (empty: the first of Name, MachineName, DnsName, Id present); it is ignored for text.
-    `fmt=auto` is settled from `source`'s extension. A quoted CSV field cannot span lines: each
-    line is one record, so one bad quote spoils one line and not the rest of the file.
+    Line numbers are 1-based physical lines; a line ends at `\n` only, so a lone carriage
+    return is a control character inside a name. `column` picks the CSV column or NDJSON
+    field (empty: the first of Name, MachineName, DnsName, Id present); it is ignored for
+    text. `fmt=auto` is settled from `source`'s extension. A quoted CSV field may hold line
+    breaks (a record then has the number of its first line), but an unclosed quote spoils one
+    line and not the rest of the file.
 
     Raises `InputError`, while iterating, if the CSV header has neither `column` nor any default
     column, or cannot be parsed.
@@ -103,17 +111,13 @@ def read_csv(
 ) -> Iterator[Machine | InvalidLine]:
     header: list[str] | None = None
     index = 0
-    for number, raw in numbered:
-        if not raw.strip():
-            continue
-        try:
-            row = next(csv.reader((raw,), strict=True))
-        except csv.Error as exc:
+    for number, raw, row in csv_records(numbered):
+        if isinstance(row, csv.Error):
             if header is None:
                 raise InputError(
-                    f"{source}:{number}: the CSV header cannot be read ({exc}); fix its quoting"
+                    f"{source}:{number}: the CSV header cannot be read ({row}); fix its quoting"
                 ) from None
-            yield invalid(source, number, f"bad CSV line ({exc}); check its quotes", raw)
+            yield invalid(source, number, csv_problem(row, raw), raw)
             continue
         if header is None:
             header = row
@@ -128,6 +132,78 @@ def read_csv(
             )
             continue
         yield checked(row[index], source, number, raw, f"the {header[index].strip()} field")
+
+
+class UnclosedQuote(csv.Error):
+    """Raised for a CSV record whose quoted field is still open where reading gave up."""
+
+
+def csv_records(
+    numbered: Iterable[tuple[int, str]],
+) -> Iterator[tuple[int, str, list[str] | csv.Error]]:
+    """Each CSV record as (first line number, its text, its fields or what spoils it).
+
+    A quoted field may hold line breaks, so a record may span lines. A quote left open
+    spoils only the line it opens on: after `MAX_RECORD_LINES` lines, or at the end of the
+    file, that line is reported and the lines after it are read again as records of their
+    own. Blank lines between records are skipped.
+    """
+    lines = iter(numbered)
+    replay: deque[tuple[int, str]] = deque()  # lines taken ahead, to read again (bounded)
+    pending: list[tuple[int, str]] = []
+    while True:
+        line = replay.popleft() if replay else next(lines, None)
+        if line is None:
+            if not pending:
+                return
+            number, raw = pending[0]
+            yield number, raw, UnclosedQuote("a quoted field is never closed")
+            replay.extend(pending[1:])
+            pending.clear()
+            continue
+        if not pending and not line[1].strip():
+            continue
+        pending.append(line)
+        text = "".join(raw for _, raw in pending)
+        row = parse_record(text)
+        if row is not None:
+            yield pending[0][0], text, row
+            pending.clear()
+        elif len(pending) >= MAX_RECORD_LINES:
+            number, raw = pending[0]
+            yield (
+                number,
+                raw,
+                UnclosedQuote(f"a quoted field is still open {len(pending)} lines on"),
+            )
+            replay.extendleft(reversed(pending[1:]))
+            pending.clear()
+
+
+def parse_record(text: str) -> list[str] | csv.Error | None:
+    """The fields of the one CSV record in `text`, the error that spoils it, or None if a
+    quoted field is still open at the end of the text (the record goes on below)."""
+    wanted_more = False
+
+    def one_line() -> Iterator[str]:
+        nonlocal wanted_more
+        yield text
+        wanted_more = True  # the reader asks for another line only inside an open quote
+
+    try:
+        row = next(csv.reader(one_line(), strict=True))
+    except csv.Error as exc:
+        return None if wanted_more else exc
+    return None if wanted_more else row
+
+
+def csv_problem(error: csv.Error, raw: str) -> str:
+    """What to tell the user about a CSV line the reader refused."""
+    lone_cr = LONE_CR.search(raw.rstrip("\r\n"))
+    if lone_cr is not None:
+        # The csv module calls this a new line in an unquoted field: it is a control character.
+        return control_char_message("\r", lone_cr.start() + 1)
+    return f"bad CSV line ({error}); check its quotes"
 
 
 def csv_column(header: list[str], column: str, source: str, number: int) -> int:
@@ -228,6 +304,10 @@ def name_problem(name: str, what: str = "name") -> str | None:
     """
     if not name:
         return f"{what} is empty; give a machine name, DNS name or Id"
+    if not name.strip("."):
+        # `.` and `..` would go out as dot segments (`Machines/../Sessions`), which a proxy
+        # normalising paths turns into another endpoint; no machine is named only with dots.
+        return f'{what} is "{name}", only dots: give a machine name, DNS name or Id'
     if BAD_CHAR.search(name):
         return bad_char_message(name)
     if len(name) > MAX_NAME:
@@ -245,6 +325,10 @@ def bad_char_message(text: str) -> str:
             f"byte 0x{ord(char) - 0xDC00:02X} at position {column} is not UTF-8; "
             "save the file as UTF-8"
         )
+    return control_char_message(char, column)
+
+
+def control_char_message(char: str, column: int) -> str:
     return (
         f"the name holds a control or invisible character, U+{ord(char):04X} at position "
         f"{column}; a machine name is printable text"
@@ -283,9 +367,11 @@ class MachineList(NamedTuple):
 def open_machine_list(path: str, stdin: TextIO | None) -> Iterator[MachineList]:
     """Open the list at `path`, or standard input for `-`, closing the file on exit.
 
-    Use as `with open_machine_list(path, sys.stdin) as (lines, source): ...`. A file is read as
-    UTF-8 (a byte-order mark dropped; bytes that are not UTF-8 become invalid lines rather than
-    a crash) with line endings kept as they are, which is what `csv` wants. Standard input is
+    Use as `with open_machine_list(path, sys.stdin) as (lines, source): ...`. A file, and
+    standard input alike, is read as UTF-8 (a byte-order mark dropped; bytes that are not
+    UTF-8 become invalid lines rather than a crash), split at `\n` only and with line endings
+    kept as they are: `csv` sees them untranslated, and a lone `\r` stays inside its line to
+    be refused as a control character rather than splitting a name in two. Standard input is
     never closed.
 
     Raises `InputError` naming the path if the file is missing or cannot be read, or if `-` is
@@ -297,10 +383,10 @@ def open_machine_list(path: str, stdin: TextIO | None) -> Iterator[MachineList]:
                 "the machine list is - (standard input) but there is none: pipe a list in, "
                 "or give a file with --machines"
             )
-        yield MachineList(stdin, STDIN_SOURCE)
+        yield MachineList(stdin_lines(stdin), STDIN_SOURCE)
         return
     try:
-        f = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")  # noqa: SIM115 -- closed by the with below, after the yield
+        f = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="\n")  # noqa: SIM115 -- closed by the with below, after the yield
     except FileNotFoundError:
         raise InputError(
             f"machine list {path} not found: give an existing file with --machines or "
@@ -316,6 +402,19 @@ def open_machine_list(path: str, stdin: TextIO | None) -> Iterator[MachineList]:
         raise InputError(f"machine list {path} cannot be read: {exc.strerror or exc}") from None
     with f:
         yield MachineList(read_lines(f, path), path)
+
+
+def stdin_lines(stdin: TextIO) -> Iterator[str]:
+    """Standard input's lines, read as a file is (its own text layer translates a lone `\r`)."""
+    buffer = getattr(stdin, "buffer", None)
+    if buffer is None:  # text already (a StringIO in tests)
+        yield from stdin
+        return
+    text = io.TextIOWrapper(buffer, encoding="utf-8", errors="surrogateescape", newline="\n")
+    try:
+        yield from text
+    finally:
+        text.detach()  # leaves standard input open
 
 
 def read_lines(f: TextIO, path: str) -> Iterator[str]:

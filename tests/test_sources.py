@@ -12,6 +12,7 @@ from collector.config import InputFormat
 from collector.errors import ConfigError, InputError
 from collector.models import InvalidLine, Machine
 from collector.sources import (
+    MAX_RECORD_LINES,
     Deduper,
     detect_format,
     file_fingerprint,
@@ -121,6 +122,10 @@ BAD_LINES = [
         "U+200B",
         id="text-zero-width-space",
     ),
+    pytest.param(TEXT, "ok1\n.\nok2\n", 2, 'line is ".", only dots', id="text-dot"),
+    pytest.param(TEXT, "ok1\n..\nok2\n", 2, 'line is "..", only dots', id="text-dot-dot"),
+    pytest.param(TEXT, "ok1\n ... \nok2\n", 2, "only dots", id="text-dots"),
+    pytest.param(TEXT, "ok1\nweb\r02\nok2\n", 2, "U+000D at position 4", id="text-lone-cr"),
     pytest.param(
         CSV,
         'Name,Site\nok1,a\n"bad,b\nok2,c\n',
@@ -170,6 +175,13 @@ BAD_LINES = [
         "the Name field is 257 characters; a machine name is at most 256",
         id="csv-too-long",
     ),
+    pytest.param(CSV, "Name,Site\nok1,a\n..,b\nok2,c\n", 3, "only dots", id="csv-dot-dot"),
+    pytest.param(
+        CSV, "Name,Site\nok1,a\nweb\r02,b\nok2,c\n", 3, "U+000D at position 4", id="csv-lone-cr"
+    ),
+    pytest.param(
+        CSV, 'Name,Site\nok1,a\n"web\r02",b\nok2,c\n', 3, "U+000D", id="csv-quoted-lone-cr"
+    ),
     pytest.param(
         NDJSON,
         '{"Name":"ok1"}\n{"Name": \n{"Name":"ok2"}\n',
@@ -218,6 +230,9 @@ BAD_LINES = [
         2,
         'the "Name" field is empty',
         id="ndjson-empty",
+    ),
+    pytest.param(
+        NDJSON, '{"Name":"ok1"}\n{"Name":".."}\n{"Name":"ok2"}\n', 2, "only dots", id="ndjson-dots"
     ),
     pytest.param(
         NDJSON,
@@ -312,6 +327,32 @@ class TestCsv:
         with pytest.raises(InputError, match="save it with commas"):
             read("Host;Site\nweb01;a\n", CSV)
 
+    def test_a_quoted_line_break_belongs_to_its_field(self) -> None:
+        """A record whose quoted field spans lines is read whole; later line numbers stay right."""
+        text = 'Name,Notes\nweb01,"racked\r\nin Paris"\nweb02,x\n"web03","a\n\nb"\nweb04,y\n'
+
+        items = read(text, CSV)
+
+        assert not invalids(items)
+        assert names(items) == [(2, "web01"), (4, "web02"), (5, "web03"), (8, "web04")]
+
+    def test_an_unclosed_quote_spoils_one_line(self) -> None:
+        """A quote never closed is given up on, and the lines after it are read as records."""
+        rows = [f"ok{i},c\n" for i in range(MAX_RECORD_LINES + 5)]
+
+        items = read('Name,Site\n"bad,b\n' + "".join(rows), CSV, source="m")
+
+        (bad,) = invalids(items)
+        assert (bad.line, bad.text) == (2, '"bad,b')
+        assert "a quoted field is still open" in bad.message
+        assert names(items) == [(i + 3, f"ok{i}") for i in range(len(rows))]
+
+    def test_a_header_may_quote_a_line_break(self) -> None:
+        """The header is a CSV record too: a quoted line break in it is read, not refused."""
+        items = read('"Machine\nNotes",Name\nx,web01\n', CSV)
+
+        assert names(items) == [(3, "web01")]
+
     def test_a_header_that_cannot_be_parsed(self) -> None:
         """Bad quoting in the header is an InputError, not an invalid line."""
         with pytest.raises(InputError, match=r"m\.csv:1: the CSV header cannot be read"):
@@ -383,6 +424,29 @@ class TestOpen:
         assert "byte 0xE9 at position 2 is not UTF-8" in bad.message
         assert names(items) == [(1, "web01"), (3, "web02")]
         assert bad.text == "b\\xe9ro"  # written as JSON later: no lone surrogate may remain
+
+    def test_a_lone_cr_in_a_file_stays_in_its_line(self, tmp_path: Path) -> None:
+        """A bare CR in a file is a control character in a name, not a line break."""
+        path = tmp_path / "m.txt"
+        path.write_bytes(b"web01\r\nweb\r02\nweb03\n")
+
+        with open_machine_list(str(path), None) as (lines, source):
+            items = list(read_machines(lines, fmt=TEXT, column="", source=source))
+
+        (bad,) = invalids(items)
+        assert (bad.line, "U+000D" in bad.message) == (2, True)
+        assert names(items) == [(1, "web01"), (3, "web03")]
+
+    def test_a_lone_cr_on_stdin_stays_in_its_line(self) -> None:
+        """Standard input is read as a file is: its own text layer does not split at a bare CR."""
+        stdin = io.TextIOWrapper(io.BytesIO(b"web01\nweb\r02\nweb03\n"), encoding="utf-8")
+
+        with open_machine_list("-", stdin) as (lines, source):
+            items = list(read_machines(lines, fmt=TEXT, column="", source=source))
+
+        assert [i.line for i in invalids(items)] == [2]
+        assert names(items) == [(1, "web01"), (3, "web03")]
+        assert not stdin.closed
 
     def test_stdin(self) -> None:
         """- reads standard input and does not close it."""
