@@ -33,14 +33,22 @@ from collector.feed import (
     MachineFeed,
     check_strict,
     count_lines,
-    iter_input,
+    open_input,
     retry_machines,
     spool,
 )
 from collector.flatten import make_flattener, make_record_encoder
 from collector.journal import Journal, read_journal
 from collector.manifest import build_manifest
-from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats, machine_key
+from collector.models import (
+    ErrorKind,
+    Failure,
+    InvalidLine,
+    Machine,
+    RunStats,
+    key_digest,
+    machine_key,
+)
 from collector.pipeline import RecordSink, Stopper, Writer, run_pipeline, utc_now
 from collector.progress import (
     ProgressReporter,
@@ -63,7 +71,6 @@ from collector.sinks import (
 )
 from collector.sources import (
     file_fingerprint,
-    open_machine_list,
 )
 
 log = logging.getLogger("collector")
@@ -176,10 +183,16 @@ class Run:
             )
         if self.to_stdout and (options.resume or options.retry_failed):
             raise InputError("--out - writes no journal, so it cannot --resume or --retry-failed")
+        if not config.api.verify_tls:
+            log.warning(
+                "TLS certificates are not verified ([api] verify_tls = false): anyone on the "
+                "path can read the token and the sessions; set [api] ca_bundle instead"
+            )
         # The input is checked before the output directory is touched: a bad list must not
         # cost an --overwrite its old run, nor a --resume its leftovers.
         reads_input = not (options.retry_failed or config.input.all_machines)
         stdin = self.streams.stdin
+        items = None
         if reads_input:
             if options.strict:
                 if config.input.machines == "-":
@@ -187,9 +200,9 @@ class Run:
                 check_strict(config, stdin)
                 if stdin is not None and stdin is not self.streams.stdin:
                     stdin.seek(0)
-            elif config.input.machines != "-":
-                with open_machine_list(config.input.machines, None):
-                    pass  # a missing or unreadable list is an exit 2 before any request
+            # A missing list, a CSV header without the column or a list without a machine is
+            # an exit 2 now, before any request, with or without --strict.
+            items = open_input(config, stdin)
         plan = None
         if not self.to_stdout:
             plan = plan_run(
@@ -199,7 +212,7 @@ class Run:
                 overwrite=options.overwrite,
                 fingerprint=run_fingerprint(config, options),
             )
-        committed = plan.state.committed if plan and plan.state else set()
+        committed = {key_digest(k) for k in plan.state.committed} if plan and plan.state else set()
         feed = MachineFeed(self.stats, shard=options.shard, committed=committed)
         old_failures: list[Failure] = []
         if plan and plan.state:
@@ -212,7 +225,7 @@ class Run:
             group, catalog = config.input.delivery_group, config.input.catalog
             source = lambda client: feed.discover(client.machines(group, catalog))  # noqa: E731
         else:
-            items = iter_input(config, stdin)
+            assert items is not None
             feed.estimate = count_lines(config.input.machines)
             source = lambda client: feed.stream(items)  # noqa: E731
         return await self._collect(plan, feed, source, old_failures)

@@ -3,12 +3,15 @@
 `MachineFeed` turns the input (a file or standard input, the API's machine list, or the
 machines of `errors.ndjson`) into the stream of machines the workers take, dropping
 duplicates, other shards' machines and machines an earlier run already committed. Memory
-holds the dedupe keys, never the list: files and pipes are read in a worker thread, in
-batches, as the workers need them.
+holds 16-byte digests of the dedupe and committed keys, never the list: files and pipes are
+read in a worker thread, in batches, as the workers need them.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
+import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -18,12 +21,32 @@ from typing import Any, TextIO
 import anyio
 import anyio.to_thread
 
-from collector.config import Config
+from collector.config import Config, InputFormat
 from collector.errors import ApiError, FatalError, InputError
-from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats, machine_key
-from collector.sources import Deduper, detect_format, in_shard, open_machine_list, read_machines
+from collector.models import (
+    ErrorKind,
+    Failure,
+    InvalidLine,
+    Machine,
+    RunStats,
+    key_digest,
+    machine_key,
+)
+from collector.sources import (
+    STDIN,
+    STDIN_SOURCE,
+    Deduper,
+    checked,
+    detect_format,
+    in_shard,
+    open_machine_list,
+    read_machines,
+)
+
+log = logging.getLogger("collector")
 
 READ_BATCH = 2000
+DISCOVERY = "discovery"  # the source of machines the API listed, in messages
 
 
 def iter_input(config: Config, stdin: TextIO | None) -> Iterator[Machine | InvalidLine]:
@@ -34,12 +57,41 @@ def iter_input(config: Config, stdin: TextIO | None) -> Iterator[Machine | Inval
         yield from read_machines(lines, fmt=fmt, column=config.input.column, source=source)
 
 
+def open_input(config: Config, stdin: TextIO | None) -> Iterator[Machine | InvalidLine]:
+    """The machine list's entries, read up to the first one before any request is made.
+
+    Raises `InputError` now, not once the run has started, if the list cannot be opened, if
+    its CSV header has no usable column, or if it holds no machine at all (empty, or only
+    blank lines, comments or a header).
+    """
+    items = iter_input(config, stdin)
+    first = next(items, None)
+    if first is None:
+        path = config.input.machines
+        name = STDIN_SOURCE if path == STDIN else path
+        only = {
+            InputFormat.CSV: "a header and blank lines",
+            InputFormat.NDJSON: "blank lines",
+        }.get(detect_format(path, config.input.format), "blank lines and # comments")
+        raise InputError(
+            f"no machine in {name}: the list is empty or holds only {only}; give one machine "
+            "a line, or use --all-machines to collect every machine of the site"
+        )
+    return itertools.chain((first,), items)
+
+
 def spool(stdin: TextIO | None) -> TextIO | None:
-    """Standard input copied to a temporary file, so that it can be read twice."""
+    """Standard input copied, byte for byte, to a temporary file, so that it can be read twice."""
     if stdin is None:
         return None
-    copy = tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
-    shutil.copyfileobj(stdin, copy)
+    raw = getattr(stdin, "buffer", None)
+    if raw is None:  # text already (a StringIO in tests)
+        copy = tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n")  # noqa: SIM115
+        shutil.copyfileobj(stdin, copy)
+    else:
+        data = tempfile.TemporaryFile("w+b")  # noqa: SIM115 -- closed with its text layer
+        shutil.copyfileobj(raw, data)
+        copy = io.TextIOWrapper(data, encoding="utf-8", errors="surrogateescape", newline="\n")
     copy.seek(0)
     return copy
 
@@ -69,14 +121,17 @@ async def in_batches(items: Iterator[Any], size: int = READ_BATCH) -> AsyncItera
 
 
 class MachineFeed:
-    """Turns the input into the machines to collect: dedupe, shard, skip what is committed."""
+    """Turns the input into the machines to collect: dedupe, shard, skip what is committed.
+
+    `committed` holds the `key_digest` of each machine an earlier run committed.
+    """
 
     def __init__(
         self,
         stats: RunStats,
         *,
         shard: tuple[int, int] | None,
-        committed: set[str],
+        committed: set[bytes],
     ) -> None:
         self.stats = stats
         self.shard = shard
@@ -94,7 +149,7 @@ class MachineFeed:
             return False
         if not in_shard(machine.key, self.shard):
             return False
-        if machine.key in self.committed:
+        if key_digest(machine.key) in self.committed:
             self.stats.machines_skipped += 1
             return False
         self.stats.machines_total += 1
@@ -115,24 +170,34 @@ class MachineFeed:
     ) -> AsyncIterator[Machine | InvalidLine]:
         """The site's machines as the API lists them, fed to the workers page by page.
 
+        A listed name that cannot be sent (only dots, control characters) is an invalid
+        entry, not a request. An empty listing is a success, with a warning.
+
         Raises `FatalError` if a page cannot be had after every retry: the machines found so
         far are collected and committed, and `--resume` carries on from there.
         """
         self.stats.discovery_done = False
+        listed = 0
         try:
             async for page in pages:
-                for listed in page:
-                    name = listed.get("Name") or listed.get("DnsName") or listed.get("Id")
+                for entry in page:
+                    name = entry.get("Name") or entry.get("DnsName") or entry.get("Id")
                     if name:
-                        machine = Machine.from_name(str(name), source="discovery")
-                        if self.accept(machine):
-                            yield machine
+                        listed += 1
+                        item = checked(str(name), DISCOVERY, listed, str(name), "the name")
+                        if self.accept(item):
+                            yield item
         except ApiError as exc:
             raise FatalError(
                 f"machine discovery stopped after {self.stats.machines_total} machines: "
                 f"{exc.message} (transaction {exc.transaction_id}); the machines found so far "
                 "are kept: run again with --resume"
             ) from exc
+        if not listed:
+            log.warning(
+                "--all-machines: the API listed no machine, so there is nothing to collect "
+                "(check [input] delivery_group and catalog if one is set)"
+            )
         self.stats.discovery_done = True
 
     def total(self) -> int | None:
@@ -152,12 +217,15 @@ def count_lines(path: str) -> int | None:
         return None
 
 
-def retry_machines(failures: Iterable[Failure], committed: set[str]) -> list[Machine]:
-    """The machines `--retry-failed` collects again: failed, not invalid input, not committed."""
-    seen: set[str] = set()
+def retry_machines(failures: Iterable[Failure], committed: set[bytes]) -> list[Machine]:
+    """The machines `--retry-failed` collects again: failed, not invalid input, not committed.
+
+    `committed` holds the `key_digest` of each committed machine.
+    """
+    seen: set[bytes] = set()
     machines = []
     for failure in failures:
-        key = machine_key(failure.machine)
+        key = key_digest(failure.machine)
         if failure.kind is ErrorKind.INVALID_INPUT or key in committed or key in seen:
             continue
         seen.add(key)

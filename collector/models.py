@@ -6,6 +6,7 @@ No I/O and no imports from the rest of `collector`, so every module can depend o
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,19 @@ class ErrorKind(enum.StrEnum):
 def machine_key(name: str) -> str:
     """The dedupe, shard and journal key of a machine: trimmed and case-folded."""
     return name.strip().casefold()
+
+
+KEY_DIGEST_SIZE = 16  # bytes: a collision among 10^9 machines has odds of about 1 in 10^20
+
+
+def key_digest(key: str) -> bytes:
+    """A fixed-size digest of a machine's normalised key, for the sets that grow with a list.
+
+    Any spelling of a name gives the same digest (the key is normalised with `machine_key`),
+    and a digest takes 16 bytes however long the name is.
+    """
+    data = machine_key(key).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=KEY_DIGEST_SIZE).digest()
 
 
 @dataclass(frozen=True, slots=True)

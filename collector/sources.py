@@ -3,7 +3,8 @@
 `read_machines` is a pure generator over lines: it yields a `Machine` for every good line and an
 `InvalidLine` (never an exception) for every bad one, so a run reports them all and reads on.
 Only `open_machine_list` and `file_fingerprint` touch the file system. Nothing here holds more
-than one line at a time, apart from the dedupe keys: the list streams into the pool.
+than one record at a time (a few lines at most, for a quoted line break), apart from the
+dedupe digests: the list streams into the pool.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import orjson
 
 from collector.config import InputFormat
 from collector.errors import ConfigError, InputError
-from collector.models import InvalidLine, Machine, machine_key
+from collector.models import InvalidLine, Machine, key_digest, machine_key
 
 MAX_NAME = 256
 # Tried in this order when no column is configured; matched case-insensitively.
@@ -446,21 +447,22 @@ def file_fingerprint(path: str) -> str:
 class Deduper:
     """Drops machines already seen (case-insensitively, by `Machine.key`) and counts them.
 
-    Memory is the set of keys: nothing else of a machine is kept.
+    Memory is a set of 16-byte key digests (`key_digest`): nothing else of a machine is kept.
     """
 
     __slots__ = ("duplicates", "seen")
 
     def __init__(self) -> None:
-        self.seen: set[str] = set()
+        self.seen: set[bytes] = set()
         self.duplicates = 0
 
     def add(self, machine: Machine) -> bool:
         """True if the machine is new; False (and counted) if it is a duplicate."""
-        if machine.key in self.seen:
+        digest = key_digest(machine.key)
+        if digest in self.seen:
             self.duplicates += 1
             return False
-        self.seen.add(machine.key)
+        self.seen.add(digest)
         return True
 
     def __len__(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collector.app import collapse
 from collector.errors import ApiError, AuthError
 from collector.feed import MachineFeed, retry_machines
-from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats
+from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats, key_digest
 
 
 def failure(machine: str, kind: ErrorKind) -> Failure:
@@ -27,7 +27,7 @@ class TestMachineFeed:
     def test_committed_machines_are_skipped(self) -> None:
         """On resume, machines already in committed files are not collected again."""
         stats = RunStats()
-        feed = MachineFeed(stats, shard=None, committed={"corp\\a"})
+        feed = MachineFeed(stats, shard=None, committed={key_digest("corp\\a")})
 
         assert not feed.accept(Machine.from_name("CORP\\A"))
         assert stats.machines_skipped == 1
@@ -55,7 +55,7 @@ def test_retry_machines_skip_invalid_input_committed_and_repeats() -> None:
         failure("C", ErrorKind.THROTTLED),
     ]
 
-    machines = retry_machines(failures, committed={"c"})
+    machines = retry_machines(failures, committed={key_digest("c")})
 
     assert [m.name for m in machines] == ["A", "B"]
 
