@@ -86,7 +86,9 @@ def spool(stdin: TextIO | None) -> TextIO | None:
         return None
     raw = getattr(stdin, "buffer", None)
     if raw is None:  # text already (a StringIO in tests)
-        copy = tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n")  # noqa: SIM115
+        copy = tempfile.TemporaryFile(  # noqa: SIM115 -- the caller closes it
+            "w+", encoding="utf-8", errors="surrogateescape", newline="\n"
+        )
         shutil.copyfileobj(stdin, copy)
     else:
         data = tempfile.TemporaryFile("w+b")  # noqa: SIM115 -- closed with its text layer

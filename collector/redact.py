@@ -13,13 +13,12 @@ No I/O, and no imports from the rest of `collector`.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
-
-import orjson
 
 REDACTED = "***"
 PERCENT_ESCAPE = re.compile("(%[0-9A-Fa-f]{2})")
@@ -33,7 +32,8 @@ def echoed_forms(secret: str) -> set[str]:
         quote(secret),  # `/` left alone, as in a path
         quote_plus(secret),  # a form body (`application/x-www-form-urlencoded`)
         quote_plus(secret, safe="/"),
-        orjson.dumps(secret).decode()[1:-1],  # quoted inside a JSON string
+        json.dumps(secret)[1:-1],  # inside a JSON string, non-ASCII escaped
+        json.dumps(secret, ensure_ascii=False)[1:-1],
     }
 
 

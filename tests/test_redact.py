@@ -79,3 +79,11 @@ def test_values_are_redacted_deep() -> None:
         "n": 1,
         "list": ["***", None],
     }
+
+
+def test_the_ascii_escaped_json_form_is_replaced() -> None:
+    """A non-ASCII secret, echoed by a JSON encoder that escapes it as \\uXXXX, is replaced."""
+    redactor = Redactor()
+    redactor.register("pässwörd")
+
+    assert redactor.redact('"p\\u00e4ssw\\u00f6rd"') == '"***"'
