@@ -21,8 +21,8 @@ import json
 import logging
 import math
 import os
-import stat
 import re
+import stat
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from functools import cache
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
 from collector.errors import ConfigError
 

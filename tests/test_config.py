@@ -906,7 +906,7 @@ class TestUserInfo:
 
 class TestOrigins:
     def test_each_value_says_where_it_came_from(self, tmp_path: Path) -> None:
-        """Origins name the file and line, the variable, or the command line; defaults are absent."""
+        """Origins name the file and line, the variable or the command line; defaults are absent."""
         path = write(tmp_path, "[collect]\nrate = 3.0\n")
 
         _, origins = load_config_with_origins(
