@@ -19,7 +19,7 @@ import anyio
 
 from collector import __version__
 from collector.app import RunOptions, StdStreams, run
-from collector.config import Config, load_config, resolve_credentials
+from collector.config import Config, load_config, load_config_with_origins, resolve_credentials
 from collector.errors import CollectorError, ConfigError
 from collector.logs import setup_logging
 from collector.sources import parse_shard
@@ -45,6 +45,11 @@ CHECK_EXAMPLES = """\
 examples:
   collector check -c site.toml
   CITRIX_CLIENT_ID=... CITRIX_CLIENT_SECRET=... collector check -c site.toml
+
+Each step prints ok, or the problem and its fix on one line: configuration (the effective
+settings, where each came from), token host, credentials, site, one Machines call, one
+Sessions call. exit codes: 0 every step passed; 2 the configuration is wrong; 3 a later step
+failed
 """
 
 MACHINES_EXAMPLES = """\
@@ -216,14 +221,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from collector.site import check
+    from collector import check
 
-    config = load(args)
-    credentials = resolve_credentials(config, os.environ)
-    args.redactor.register(credentials.secrets())
-    for line in anyio.run(check, config, credentials):
-        print(line)
-    return 0
+    try:
+        config, origins = load_config_with_origins(args.config, os.environ)
+        credentials = resolve_credentials(config, os.environ)
+    except ConfigError as exc:
+        steps = check.configuration_problem(exc)
+        settings: list[str] = []
+    else:
+        args.redactor.register(credentials.secrets())
+        settings = check.settings_lines(config, origins, credentials)
+        steps = check.configuration_steps(config)
+        steps += anyio.run(check.run_checks, config, credentials)
+    lines = [steps[0].line(), *settings, *(step.line() for step in steps[1:]), check.summary(steps)]
+    for line in lines:
+        print(args.redactor.redact(line))
+    return check.exit_code(steps)
 
 
 def cmd_machines(args: argparse.Namespace) -> int:
