@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, metavar="S")
     p.add_argument("--latency-ms", type=float, metavar="MS", help="added to every answer")
     p.add_argument("--rate-limit", type=float, metavar="R", help="requests/s, 429 above it")
+    p.add_argument(
+        "--max-in-flight", type=int, metavar="N", help="sessions calls served at once, 429 above"
+    )
     p.add_argument("--faults", choices=("none", "flaky", "hostile"), default="none")
     p.add_argument(
         "--token-lifetime", type=float, metavar="S", help="token lifetime (default: the profile's)"
@@ -248,6 +251,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         latency_ms=args.latency_ms,
         rate_limit=args.rate_limit,
+        max_in_flight=args.max_in_flight,
         faults=args.faults,
         token_lifetime_s=args.token_lifetime,
         write_machines=args.write_machines,

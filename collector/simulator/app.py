@@ -64,6 +64,8 @@ MAX_LIMIT = 1000
 SLOTS = 64  # session positions per machine in a /Sessions continuation token (max is 48)
 BODY_CACHE_SIZE = 1024  # machine-sessions bodies (~18 KB each) kept for repeated requests
 AUTH = re.compile(r"cwsauth\s+bearer=(\S+)", re.IGNORECASE)
+# The calls `max_in_flight` limits: the ones that read sessions, per machine and site-wide.
+IN_FLIGHT_LIMITED = frozenset({"machine_sessions", "sessions"})
 SINGLE_ROUTES = {
     "me": "me",
     "tokens": "onprem_token",
@@ -105,7 +107,9 @@ class Counters:
     `delivery_group_machines`, `catalog_machines`, `machine_sessions`, `sessions`, `unknown`);
     `statuses` by HTTP status; `sessions_served` counts 200 answers per machine index;
     `injected` counts each fault applied, by `Fault` value; `throttled` counts 429s,
-    `unauthorized` 401s; `peak_rps` is the most requests seen in any one-second window.
+    `unauthorized` 401s; `peak_rps` is the most requests seen in any one-second window;
+    `in_flight_rejected` counts the 429s of `max_in_flight` and `peak_in_flight` the most
+    sessions calls served at once.
     """
 
     requests: Counter[str] = field(default_factory=Counter)
@@ -116,6 +120,8 @@ class Counters:
     unauthorized: int = 0
     tokens_issued: int = 0
     peak_rps: int = 0
+    in_flight_rejected: int = 0
+    peak_in_flight: int = 0
     window: deque[float] = field(default_factory=deque, repr=False)
 
     def arrived(self, endpoint: str, now: float) -> None:
@@ -142,6 +148,7 @@ class State:
     bucket_knobs: tuple[float, float] = (0.0, 0.0)
     bodies: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0  # sessions calls being served now, for `Faults.max_in_flight`
 
     def revoke_tokens(self) -> None:
         """Forget every issued token: the next data call with any of them gets a 401."""
@@ -476,6 +483,24 @@ def build_app(state: State) -> web.Application:
         endpoint, name = route(segments)
         now = state.clock()
         counters.arrived(endpoint, now)
+        limit = state.faults.max_in_flight
+        if limit <= 0 or endpoint not in IN_FLIGHT_LIMITED:
+            return await answer(request, endpoint, name, now)
+        if state.in_flight >= limit:
+            counters.injected[Fault.IN_FLIGHT] += 1
+            counters.in_flight_rejected += 1
+            await delay()  # a refused call still takes its round trip
+            return await respond(request, throttled(state.faults.retry_delay_s, False))
+        state.in_flight += 1
+        counters.peak_in_flight = max(counters.peak_in_flight, state.in_flight)
+        try:
+            return await answer(request, endpoint, name, now)
+        finally:
+            state.in_flight -= 1
+
+    async def answer(
+        request: web.Request, endpoint: str, name: str | None, now: float
+    ) -> web.StreamResponse:
         await delay()
         if endpoint == "onprem_token":
             if request.method != "POST":

@@ -38,6 +38,8 @@ class Fault(enum.StrEnum):
     INVALID_JSON = "invalid_json"
     FORBIDDEN = "forbidden"
     FAIL_MACHINE = "fail_machine"
+    IN_FLIGHT = "in_flight"  # a sessions call beyond `max_in_flight`
+    DENIED = "denied"  # an endpoint named in `deny`
 
 
 @dataclass
@@ -47,7 +49,10 @@ class Faults:
     `rate_limit` is requests/s for the whole server (0: none) with a bucket of `rate_burst`
     (0: one second's worth). `retry_after` says how its 429s tell the wait: a `Retry-After`
     header besides the body's `retryDelay`, the body alone, or either at random. Random 429s
-    carry the header half of the time. `fail_machines` holds case-folded Ids, names
+    carry the header half of the time. `max_in_flight` (0: none) caps the sessions calls
+    (per-machine and site-wide) being served at once: the rest get 429 with the documented
+    `retryDelay` body and no `Retry-After`, as Citrix's Monitor OData service limits a tenant
+    (citrix-api.md 12). `fail_machines` holds case-folded Ids, names
     (`DOMAIN\\NAME` or `DOMAIN|NAME`) or DNS names that always get a 500.
     """
 
@@ -55,6 +60,7 @@ class Faults:
     latency_jitter_ms: float = 0.0
     rate_limit: float = 0.0
     rate_burst: float = 0.0
+    max_in_flight: int = 0
     retry_after: RetryHint = "mixed"
     p_429: float = 0.0
     p_500: float = 0.0

@@ -41,9 +41,10 @@ class SimulatorConfig:
     """How to start a simulator. Knobs left at None keep the fault profile's value.
 
     `faults` is a profile name (`none`, `flaky`, `hostile`) or a `Faults`; `latency_ms`,
-    `latency_jitter_ms`, `rate_limit` (requests/s, 0: none) and `token_lifetime_s` override
-    it. `write_machines`, if set, is where the machine list (in `machine_list_form`) is
-    written before `run_forever` announces the server.
+    `latency_jitter_ms`, `rate_limit` (requests/s, 0: none), `max_in_flight` (sessions calls
+    served at once, 429 above; 0: none) and `token_lifetime_s` override it. `write_machines`,
+    if set, is where the machine list (in `machine_list_form`) is written before `run_forever`
+    announces the server.
     """
 
     host: str = "127.0.0.1"
@@ -53,6 +54,7 @@ class SimulatorConfig:
     latency_ms: float | None = None
     latency_jitter_ms: float | None = None
     rate_limit: float | None = None
+    max_in_flight: int | None = None
     faults: str | Faults = "none"
     token_lifetime_s: float | None = None
     customer_id: str = DEFAULT_CUSTOMER_ID
@@ -77,6 +79,8 @@ def resolve_faults(config: SimulatorConfig) -> Faults:
         faults.latency_jitter_ms = config.latency_jitter_ms
     if config.rate_limit is not None:
         faults.rate_limit = config.rate_limit
+    if config.max_in_flight is not None:
+        faults.max_in_flight = config.max_in_flight
     if config.token_lifetime_s is not None:
         faults.token_lifetime_s = config.token_lifetime_s
     return faults
@@ -223,7 +227,8 @@ def announcement(
     lines = [
         f"Citrix DaaS simulator: {len(sim.site)} machines (seed {sim.site.seed}), faults"
         f" {profile_name}, tokens live {faults.token_lifetime_s:g} s, rate limit"
-        f" {f'{faults.rate_limit:g}/s' if faults.rate_limit else 'none'}",
+        f" {f'{faults.rate_limit:g}/s' if faults.rate_limit else 'none'}"
+        + (f", {faults.max_in_flight} sessions calls in flight" if faults.max_in_flight else ""),
         f"  base URL       {sim.base_url}",
         f"  token URL      {sim.token_url}",
         f"  customer id    {sim.customer_id}",
