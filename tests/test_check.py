@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +96,7 @@ class TestAgainstTheSimulator:
 
         problem = only_problem(steps)
         assert problem.name == "credentials"
+        assert "invalid_client" in problem.detail
         assert "CITRIX_CLIENT_SECRET" in problem.detail
         assert "wrong-secret-1234" not in problem.detail
         assert steps["token host"].status is Status.OK
@@ -173,28 +173,29 @@ class TestAgainstTheSimulator:
         assert "[api] site_id (00000000-0000-0000-0000-000000000000)" in problem.detail
         assert "discover it with /me" in problem.detail
 
-    async def test_a_403_on_machines_means_missing_permission(self, sim: Any) -> None:
-        """A 403 on the Machines call says the API client lacks permission."""
-        sim.faults.forbid_all = True
-
-        problem = only_problem(await checked(sim_env(sim), good_credentials(sim)))
-
-        assert problem.name == "Machines call"
-        assert "lacks permission to read machines" in problem.detail
-
-    @pytest.mark.skipif(
-        "deny" not in {f.name for f in fields(SimulatorConfig)},
-        reason="the simulator has no deny knob yet (branch sim)",
+    @pytest.mark.parametrize(
+        ("deny", "step", "expected"),
+        [
+            pytest.param(
+                {"machines": 403}, "Machines call", "lacks permission to read machines", id="403-m"
+            ),
+            pytest.param(
+                {"sessions": 403}, "Sessions call", "lacks permission to read sessions", id="403-s"
+            ),
+            pytest.param({"sessions": 406}, "Sessions call", "rewrites it", id="406-sessions"),
+            pytest.param({"me": 404}, "site", "[api] base_url", id="404-me"),
+        ],
     )
-    async def test_a_406_on_sessions_means_an_accept_problem(self) -> None:
-        """A 406 on the Sessions call says a proxy rewrites the Accept header."""
-        options: dict[str, Any] = {"deny": {"sessions": 406}}
-        config = SimulatorConfig(machines=30, seed=3, client_secret=SECRET, **options)
+    async def test_a_refused_call_names_its_fix(
+        self, deny: dict[str, int], step: str, expected: str
+    ) -> None:
+        """An endpoint that always refuses is the problem of its step, with the fix for it."""
+        config = SimulatorConfig(machines=30, seed=3, client_secret=SECRET, deny=deny)
         with start_in_thread(config) as sim:
             problem = only_problem(await checked(sim_env(sim), good_credentials(sim)))
 
-        assert problem.name == "Sessions call"
-        assert "Accept" in problem.detail
+        assert problem.name == step
+        assert expected in problem.detail
 
     async def test_a_wrong_bearer_token_names_its_variable(self, sim: Any) -> None:
         """With bearer, a refused token is a credentials problem naming its variable."""
