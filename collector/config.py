@@ -770,8 +770,6 @@ NEEDED_SECRETS: Mapping[AuthMethod, tuple[tuple[str, str, str], ...]] = MappingP
 # Identifiers and tokens never hold whitespace: a trailing newline from `$(cat file)` is dropped.
 # Secrets and passwords lose only a trailing line break.
 STRIPPED = frozenset({"client_id", "bearer_token", "username"})
-# Permission bits that let someone other than the owner read a secret file.
-SHARED_READ = stat.S_IRGRP | stat.S_IROTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -782,14 +780,26 @@ class SecretFile:
     shared: bool = False
 
 
+def is_shared(mode: int, gid: int, own_groups: frozenset[int]) -> bool:
+    """True if a file of this mode and group can be read by a user other than its owner.
+
+    Group-readable counts, except for a group of our own: Kubernetes mounts a secret as
+    `defaultMode: 0440` with the pod's `fsGroup`, which only the collector's user is in.
+    """
+    if mode & stat.S_IROTH:
+        return True
+    return bool(mode & stat.S_IRGRP) and gid not in own_groups
+
+
 def read_secret_file(path: str) -> SecretFile:
     """Read a secret file (the I/O edge of `resolve_credentials`).
 
     Raises `OSError` as `open` does; `UnicodeDecodeError` if the file is not UTF-8.
     """
     with open(path, encoding="utf-8") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        return SecretFile(f.read(), shared=bool(mode & SHARED_READ))
+        info = os.fstat(f.fileno())
+        own = frozenset({os.getegid(), *os.getgroups()})
+        return SecretFile(f.read(), shared=is_shared(info.st_mode, info.st_gid, own))
 
 
 def file_key(env_key: str) -> str:
@@ -809,8 +819,8 @@ def resolve_credentials(
 ) -> Credentials:
     """Read the secrets of `[auth] method` from the variables `[auth]` names, or their files.
 
-    The variable wins when both are set. A file readable by group or others is used, with a
-    warning naming the file (never its content).
+    The variable wins when both are set. A file that others (or a group we are not in) may
+    read is used, with a warning naming the file (never its content).
 
     Raises `ConfigError` naming every variable (and file key) that is missing or empty, or the
     file that cannot be read; never a value.

@@ -21,6 +21,7 @@ from collector.config import (
     Region,
     config_keys,
     env_var_name,
+    is_shared,
     key_specs,
     load_config,
     load_config_with_origins,
@@ -850,6 +851,22 @@ class TestSecretFiles:
             resolve_credentials(config, {"CITRIX_CLIENT_ID": "i"})
 
         assert caplog.text == ""
+
+
+class TestSharedSecretFile:
+    @pytest.mark.parametrize(
+        ("mode", "gid", "expected"),
+        [
+            pytest.param(0o600, 50, False, id="owner-only"),
+            pytest.param(0o400, 50, False, id="owner-read-only"),
+            pytest.param(0o644, 7, True, id="others-read"),
+            pytest.param(0o640, 50, True, id="a-group-we-are-not-in"),
+            pytest.param(0o440, 7, False, id="our-own-group-as-kubernetes-fsgroup"),
+        ],
+    )
+    def test_who_else_may_read(self, mode: int, gid: int, expected: bool) -> None:
+        """Others, or a group we are not in, make a secret file shared; our own group does not."""
+        assert is_shared(mode, gid, frozenset({7})) is expected
 
 
 class TestFieldsProjection:
