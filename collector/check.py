@@ -207,13 +207,22 @@ def call_fix(name: str, exc: ApiError, config: Config) -> str:
 
 
 def credentials_fix(exc: AuthError, config: Config, credentials: Credentials) -> str:
-    """What to do when the token endpoint or the API refused our credentials."""
+    """What to do when the token endpoint or the API refused our credentials.
+
+    The refusal names the `[auth]` variables; where a secret came from a file instead, the
+    file is named in the variable's place.
+    """
+    message = str(exc).rstrip(".")
+    for attr, env_key, _ in NEEDED_SECRETS[config.auth.method]:
+        source = credentials.sources.get(attr, "")
+        if source.startswith("file "):
+            message = message.replace(getattr(config.auth, env_key), source)
     region = (
         ""
         if config.api.region is Region.ONPREM
-        else f", and that [api] region ({config.api.region.value}) is the customer's"
+        else f"; check also that [api] region ({config.api.region.value}) is the customer's"
     )
-    return f"{exc}; the credentials came from {secret_sources(config, credentials)}{region}"
+    return f"{message}. Read from {secret_sources(config, credentials)}{region}"
 
 
 def diagnose(

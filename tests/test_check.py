@@ -113,7 +113,8 @@ class TestAgainstTheSimulator:
         problem = only_problem(await checked(sim_env(sim), credentials))
 
         assert problem.name == "credentials"
-        assert "file /run/secrets/cs" in problem.detail
+        assert "the secret in file /run/secrets/cs" in problem.detail
+        assert "CITRIX_CLIENT_SECRET" not in problem.detail
 
     async def test_nothing_listening_at_the_token_host(self, sim: Any) -> None:
         """A token URL where nothing listens is a token host problem: connection refused."""
