@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.simulator import SimulatorConfig, start_in_thread
-from tests.e2e.conftest import SECRET, base_config, cli_env, run_cli
+from tests.e2e.conftest import REPO, SECRET, base_config, cli_env, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -62,6 +62,14 @@ def test_duckdb_reads_every_session_of_the_manifest(finished_run: tuple[Path, Pa
     assert len(manifest["files"]) > 1
     assert count == manifest["counts"]["sessions"] == sum(f["records"] for f in manifest["files"])
     assert count > 0
+
+
+def test_the_readme_shows_that_query() -> None:
+    """The README's DuckDB example reads the glob this test reads."""
+    readme = (REPO / "README.md").read_text()
+
+    assert "read_json_auto('out/sessions-*.ndjson')" in readme
+    assert README_QUERY.format(out="out").split("FROM ", 1)[1] in readme
 
 
 def test_duckdb_sees_one_row_a_session_id(finished_run: tuple[Path, Path]) -> None:
