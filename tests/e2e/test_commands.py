@@ -17,6 +17,7 @@ from collector.simulator import SimulatorConfig, Site, start_in_thread
 from tests.e2e.conftest import (
     REPO,
     SECRET,
+    assert_no_secret,
     cli_env,
     committed_records,
     run_cli,
@@ -229,3 +230,34 @@ def test_check_with_a_bad_configuration_exits_2(tmp_path: Path) -> None:
     assert "must not hold a user name or password" in out
     assert "Hunter2pw" not in out + checked.stderr
     assert "site           skipped" in out
+
+
+def test_run_with_the_secret_only_in_a_file(tmp_path: Path) -> None:
+    """`collector run` reads the secret from its file; the value reaches no file and no log."""
+    secret = tmp_path / "client_secret"
+    machines = tmp_path / "machines.txt"
+    out = tmp_path / "out"
+    with start_in_thread(SimulatorConfig(machines=20, seed=6, client_secret=SECRET)) as sim:
+        secret.write_text(sim.client_secret + "\n")
+        secret.chmod(0o600)
+        machines.write_text("".join(f"{sim.site.machine(i)['Name']}\n" for i in range(20)))
+        config = write_config(
+            tmp_path / "site.toml",
+            {
+                "api": {"base_url": sim.base_url, "customer_id": sim.customer_id},
+                "auth": {"token_url": sim.token_url, "client_secret_file": str(secret)},
+                "input": {"machines": str(machines)},
+                "output": {"dir": str(out)},
+            },
+        )
+        env = cli_env(sim)
+        del env["CITRIX_CLIENT_SECRET"]
+
+        done = run_cli(
+            ["run", "-c", str(config), "--no-progress", "--log-level", "DEBUG"], env, tmp_path
+        )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(committed_records(out)) == sum(len(sim.site.sessions(i)) for i in range(20))
+    secret.unlink()  # the only place the value may be
+    assert_no_secret(tmp_path, done.stderr, done.stdout.decode())
