@@ -160,7 +160,7 @@ def network_fix(message: str, kind: ErrorKind, url: str, key: str) -> str:
     text = message.lower()
     if kind is ErrorKind.TIMEOUT:
         return (
-            f"no answer from {url} within {CHECK_TIMEOUT_S:.0f} s: a firewall or proxy may drop "
+            f"no answer from {url} within the request timeout: a firewall or proxy may drop "
             f"the connection; check {key} and that this host may reach it"
         )
     if any(word in text for word in DNS_WORDS):
@@ -191,7 +191,7 @@ def call_fix(name: str, exc: ApiError, config: Config) -> str:
             f"{config.api.customer_id}; correct it, or leave it empty to discover it with /me"
         )
     if status == 403:
-        what = "machines" if name == "Machines call" else "sessions"
+        what = {"Machines call": "machines", "Sessions call": "sessions"}.get(name, "the site")
         return (
             f"{exc.message}: the API client lacks permission to read {what}; give it a role with "
             "read access to machines and sessions (Citrix Cloud > Identity and Access "
