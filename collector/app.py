@@ -40,6 +40,7 @@ from collector.feed import (
 from collector.flatten import make_flattener, make_record_encoder
 from collector.journal import Journal, read_journal
 from collector.manifest import build_manifest
+from collector.metrics import write_metrics
 from collector.models import (
     ErrorKind,
     Failure,
@@ -50,13 +51,7 @@ from collector.models import (
     machine_key,
 )
 from collector.pipeline import RecordSink, Stopper, Writer, run_pipeline, utc_now
-from collector.progress import (
-    ProgressReporter,
-    metrics_text,
-    print_summary,
-    summary_lines,
-    write_metrics,
-)
+from collector.progress import ProgressReporter, print_summary, summary_lines
 from collector.rundir import Action, RunPlan, plan_run
 from collector.sinks import (
     ERRORS_NAME,
@@ -384,9 +379,14 @@ class Run:
         duration = time.monotonic() - self.started
         output = "standard output" if plan is None else str(plan.directory)
         if self.options.metrics_file:
-            text = metrics_text(stats, duration_s=duration, exit_code=exit_code, complete=complete)
             try:
-                write_metrics(Path(self.options.metrics_file), text)
+                write_metrics(
+                    Path(self.options.metrics_file),
+                    stats,
+                    duration_s=duration,
+                    exit_code=exit_code,
+                    complete=complete,
+                )
             except OutputError as exc:
                 log.error("%s", exc)
         print_summary(

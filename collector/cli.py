@@ -19,7 +19,7 @@ import anyio
 
 from collector import __version__
 from collector.app import RunOptions, StdStreams, run
-from collector.config import Config, load_config, resolve_credentials
+from collector.config import Config, load_config, load_config_with_origins, resolve_credentials
 from collector.errors import CollectorError, ConfigError
 from collector.logs import setup_logging
 from collector.redact import SECRETS
@@ -46,6 +46,11 @@ CHECK_EXAMPLES = """\
 examples:
   collector check -c site.toml
   CITRIX_CLIENT_ID=... CITRIX_CLIENT_SECRET=... collector check -c site.toml
+
+Each step prints ok, or the problem and its fix on one line: configuration (the effective
+settings, where each came from), token host, credentials, site, one Machines call, one
+Sessions call. exit codes: 0 every step passed; 2 the configuration is wrong; 3 a later step
+failed
 """
 
 MACHINES_EXAMPLES = """\
@@ -58,6 +63,7 @@ SIMULATE_EXAMPLES = """\
 examples:
   collector simulate --machines 5000 --faults hostile --write-machines machines.txt
   collector simulate --port 8080 --latency-ms 100 --rate-limit 200
+  collector simulate --max-in-flight 6 --session-page 3 --deny machines=403
 """
 
 DEMO_EXAMPLES = """\
@@ -147,7 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, metavar="S")
     p.add_argument("--latency-ms", type=float, metavar="MS", help="added to every answer")
     p.add_argument("--rate-limit", type=float, metavar="R", help="requests/s, 429 above it")
+    p.add_argument(
+        "--max-in-flight", type=int, metavar="N", help="sessions calls served at once, 429 above"
+    )
     p.add_argument("--faults", choices=("none", "flaky", "hostile"), default="none")
+    p.add_argument(
+        "--session-page", type=int, metavar="N", help="page each machine's sessions N at a time"
+    )
+    p.add_argument(
+        "--repeat-token",
+        action="store_true",
+        default=None,
+        help="with --session-page: a broken pager that repeats its continuation token",
+    )
+    p.add_argument(
+        "--deny",
+        action="append",
+        default=[],
+        metavar="NAME=STATUS",
+        help="always answer STATUS on an endpoint (token, me, machines, sessions, site-sessions);"
+        " repeatable",
+    )
     p.add_argument(
         "--token-lifetime", type=float, metavar="S", help="token lifetime (default: the profile's)"
     )
@@ -217,14 +243,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from collector.site import check
+    from collector import check
 
-    config = load(args)
-    credentials = resolve_credentials(config, os.environ)
-    SECRETS.register_all(credentials.secrets())
-    for line in anyio.run(check, config, credentials):
-        print(line)
-    return 0
+    try:
+        config, origins = load_config_with_origins(args.config, os.environ)
+        credentials = resolve_credentials(config, os.environ)
+    except ConfigError as exc:
+        steps = check.configuration_problem(exc)
+        settings: list[str] = []
+    else:
+        SECRETS.register_all(credentials.secrets())
+        settings = check.settings_lines(config, origins, credentials)
+        steps = check.configuration_steps(config)
+        steps += anyio.run(check.run_checks, config, credentials)
+    lines = [steps[0].line(), *settings, *(step.line() for step in steps[1:]), check.summary(steps)]
+    for line in lines:
+        print(SECRETS.redact(line))
+    return check.exit_code(steps)
 
 
 def cmd_machines(args: argparse.Namespace) -> int:
@@ -240,8 +275,12 @@ def cmd_machines(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from collector.simulator import SimulatorConfig, run_forever
+    from collector.simulator import SimulatorConfig, parse_deny, run_forever
 
+    try:
+        deny = parse_deny(args.deny)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     sim_config = SimulatorConfig(
         host=args.host,
         port=args.port,
@@ -249,6 +288,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         latency_ms=args.latency_ms,
         rate_limit=args.rate_limit,
+        max_in_flight=args.max_in_flight,
+        session_page=args.session_page,
+        repeat_token=args.repeat_token,
+        deny=deny or None,
         faults=args.faults,
         token_lifetime_s=args.token_lifetime,
         write_machines=args.write_machines,

@@ -1,8 +1,9 @@
 """Configuration: TOML file, then `COLLECTOR_<SECTION>_<KEY>` environment variables, then flags.
 
 The result is a frozen dataclass tree that mirrors the TOML sections (SPEC section 3). Secrets
-never live here: the config names the environment variables that hold them, and
-`resolve_credentials` reads those into a `Credentials` whose repr hides them. This module reads
+never live here: the config names the environment variables (`*_env`) or the files (`*_file`,
+as Kubernetes and Docker mount secrets) that hold them, and `resolve_credentials` reads those
+into a `Credentials` whose repr hides them; a secret's value is never logged. This module reads
 no environment itself: the CLI hands `os.environ` in as a mapping.
 
 Precedence, highest first: `overrides` (command-line flags), `COLLECTOR_<SECTION>_<KEY>`
@@ -17,17 +18,22 @@ import dataclasses
 import difflib
 import enum
 import json
+import logging
 import math
+import os
 import re
+import stat
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from types import MappingProxyType
 from typing import Any
 
 from collector.errors import ConfigError
+
+log = logging.getLogger("collector.config")
 
 
 class Region(enum.StrEnum):
@@ -85,6 +91,12 @@ class AuthConfig:
     bearer_token_env: str = "CITRIX_BEARER_TOKEN"
     username_env: str = "CITRIX_USERNAME"
     password_env: str = "CITRIX_PASSWORD"
+    # The same secrets from files (a mounted Kubernetes or Docker secret); the variable wins.
+    client_id_file: str = ""
+    client_secret_file: str = ""
+    bearer_token_file: str = ""
+    username_file: str = ""
+    password_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +141,18 @@ class Config:
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """Secrets read from the environment. The repr never shows them."""
+    """Secrets read from the environment or from files. The repr never shows them.
+
+    `sources` says where each one came from (`{"client_secret": "file /run/secrets/x"}`), for
+    messages that name what to check; it holds names and paths, never a value.
+    """
 
     client_id: str = field(default="", repr=False)
     client_secret: str = field(default="", repr=False)
     bearer_token: str = field(default="", repr=False)
     username: str = field(default="", repr=False)
     password: str = field(default="", repr=False)
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def secrets(self) -> tuple[str, ...]:
         """Every non-empty secret, for the log redaction filter."""
@@ -193,6 +210,8 @@ TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no"})
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 URL = re.compile(r"https?://[^/\s?#]+(/[^\s]*)?")
+# Fields `Id` the projection must keep: deduplication, resume and verify key sessions on it.
+REQUIRED_FIELD = "Id"
 TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
@@ -249,7 +268,19 @@ def load_config(
     env: Mapping[str, str],
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Config:
-    """Read, merge, check and resolve the configuration.
+    """Read, merge, check and resolve the configuration (see `load_config_with_origins`)."""
+    return load_config_with_origins(path, env, overrides)[0]
+
+
+def load_config_with_origins(
+    path: str | None,
+    env: Mapping[str, str],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[Config, Mapping[tuple[str, str], str]]:
+    """Read, merge, check and resolve the configuration; also say where each value came from.
+
+    The origins map `(section, key)` to `path:line`, the variable's name or `command line`;
+    a key missing from it has its default.
 
     `path=None` reads no file. `overrides` holds command-line values shaped like
     `{"collect": {"rate": 5.0}}`; a None value means the flag was not given. Strings in
@@ -274,7 +305,7 @@ def load_config(
         sections[section] = cls(**given)
     config = Config(**sections, source=path or "")
     check_ranges(config, origins)
-    return resolve(config, origins)
+    return resolve(config, origins), MappingProxyType(origins)
 
 
 def merge(values: Values, origins: Origins, layer: tuple[Values, Origins]) -> None:
@@ -565,9 +596,11 @@ def secret_message(label: str, key: str, named_vars: Mapping[str, Any]) -> str:
     var = named_vars.get(env_key)
     if not isinstance(var, str) or not ENV_NAME.fullmatch(var):
         var = getattr(AuthConfig(), env_key)
+    file_key = env_key.removesuffix("_env") + "_file"
     return (
-        f"{label} must not be in the configuration: secrets live in the environment. "
-        f"Put it in the variable {var} (named by [auth] {env_key}) and remove it here"
+        f"{label} must not be in the configuration: secrets live in the environment or in a "
+        f"file. Put it in the variable {var} (named by [auth] {env_key}), or in a file named "
+        f"by [auth] {file_key}, and remove it here"
     )
 
 
@@ -607,6 +640,7 @@ def check_ranges(config: Config, origins: Origins) -> None:
                 f"{origin(origins, ('auth', f.name))}[auth] {f.name} must be the name of an "
                 "environment variable (letters, digits and _), not the secret itself"
             )
+    check_fields(c.fields, origin(origins, ("collect", "fields")))
     i = config.input
     if not i.all_machines and not i.machines:
         raise ConfigError(
@@ -617,6 +651,28 @@ def check_ranges(config: Config, origins: Origins) -> None:
         raise ConfigError(
             f"{origin(origins, ('input', 'catalog'), ('input', 'delivery_group'))}"
             "set [input] delivery_group or [input] catalog, not both"
+        )
+
+
+def check_fields(fields: tuple[str, ...], at: str) -> None:
+    """Raises `ConfigError` if a `[collect] fields` projection is one the run cannot use.
+
+    The service projects top-level properties only, so a nested path is refused; and `Id`
+    must stay, as deduplication, resume and `collector verify` key sessions on it.
+    """
+    if not fields:
+        return
+    nested = [name for name in fields if "." in name or "/" in name]
+    if nested:
+        raise ConfigError(
+            f"{at}[collect] fields names a nested path ({', '.join(nested)}): the API projects "
+            "top-level properties only; name the top-level property, such as "
+            f'"{nested[0].replace("/", ".").split(".")[0]}"'
+        )
+    if REQUIRED_FIELD not in fields:
+        raise ConfigError(
+            f'{at}[collect] fields leaves out "{REQUIRED_FIELD}": deduplication and --resume '
+            f'rely on each session\'s Id; add "{REQUIRED_FIELD}" to the list'
         )
 
 
@@ -673,6 +729,13 @@ def resolve(config: Config, origins: Origins) -> Config:
 
 def checked_url(url: str, section: str, key: str, origins: Origins) -> str:
     url = url.rstrip("/")
+    if has_userinfo(url):
+        # The URL is not shown: the part before @ may be a password.
+        raise ConfigError(
+            f"{origin(origins, (section, key))}[{section}] {key} must not hold a user name or "
+            "password (user:password@host): remove them from the URL and give the credentials "
+            "through [auth]"
+        )
     if not URL.fullmatch(url):
         raise ConfigError(
             f"{origin(origins, (section, key))}[{section}] {key} must be an http(s) URL such "
@@ -681,9 +744,16 @@ def checked_url(url: str, section: str, key: str, origins: Origins) -> str:
     return url
 
 
+def has_userinfo(url: str) -> bool:
+    """True if the URL's authority (scheme or not) holds `user@` or `user:password@`."""
+    authority = url.split("://", 1)[-1].split("/", 1)[0]
+    return "@" in authority
+
+
 # --- credentials and the manifest ------------------------------------------------------------
 
 # For each method: (Credentials field, [auth] key naming the variable, what the variable holds).
+# The `[auth]` key naming its file is the same with `_file` for `_env`.
 NEEDED_SECRETS: Mapping[AuthMethod, tuple[tuple[str, str, str], ...]] = MappingProxyType(
     {
         AuthMethod.CLIENT_CREDENTIALS: (
@@ -702,32 +772,127 @@ NEEDED_SECRETS: Mapping[AuthMethod, tuple[tuple[str, str, str], ...]] = MappingP
 STRIPPED = frozenset({"client_id", "bearer_token", "username"})
 
 
-def resolve_credentials(config: Config, env: Mapping[str, str]) -> Credentials:
-    """Read the secrets of `[auth] method` from the variables `[auth]` names.
+@dataclass(frozen=True, slots=True)
+class SecretFile:
+    """What was read from a secret file: its text, and whether others may read it."""
 
-    Raises `ConfigError` naming every variable that is missing or empty (never a value).
+    text: str = field(repr=False)
+    shared: bool = False
+
+
+def is_shared(mode: int, gid: int, own_groups: frozenset[int]) -> bool:
+    """True if a file of this mode and group can be read by a user other than its owner.
+
+    Group-readable counts, except for a group of our own: Kubernetes mounts a secret as
+    `defaultMode: 0440` with the pod's `fsGroup`, which only the collector's user is in.
+    """
+    if mode & stat.S_IROTH:
+        return True
+    return bool(mode & stat.S_IRGRP) and gid not in own_groups
+
+
+def read_secret_file(path: str) -> SecretFile:
+    """Read a secret file (the I/O edge of `resolve_credentials`).
+
+    Raises `OSError` as `open` does; `UnicodeDecodeError` if the file is not UTF-8.
+    """
+    with open(path, encoding="utf-8") as f:
+        info = os.fstat(f.fileno())
+        own = frozenset({os.getegid(), *os.getgroups()})
+        return SecretFile(f.read(), shared=is_shared(info.st_mode, info.st_gid, own))
+
+
+def file_key(env_key: str) -> str:
+    """The `[auth]` key naming the file of a secret: `client_secret_env` -> `client_secret_file`."""
+    return env_key.removesuffix("_env") + "_file"
+
+
+def secret_value(attr: str, text: str) -> str:
+    """A secret as given: identifiers trimmed, secrets only of their final line break."""
+    return text.strip() if attr in STRIPPED else text.removesuffix("\n").removesuffix("\r")
+
+
+def resolve_credentials(
+    config: Config,
+    env: Mapping[str, str],
+    read_file: Callable[[str], SecretFile] = read_secret_file,
+) -> Credentials:
+    """Read the secrets of `[auth] method` from the variables `[auth]` names, or their files.
+
+    The variable wins when both are set. A file that others (or a group we are not in) may
+    read is used, with a warning naming the file (never its content).
+
+    Raises `ConfigError` naming every variable (and file key) that is missing or empty, or the
+    file that cannot be read; never a value.
     """
     found: dict[str, str] = {}
+    sources: dict[str, str] = {}
     missing: list[tuple[str, str, str]] = []
-    for attr, key, what in NEEDED_SECRETS[config.auth.method]:
-        var = getattr(config.auth, key)
+    auth = config.auth
+    for attr, key, what in NEEDED_SECRETS[auth.method]:
+        var = getattr(auth, key)
+        path = getattr(auth, file_key(key))
         value = env.get(var, "")
-        if not value.strip():
-            missing.append((var, key, what))
+        if value.strip():
+            found[attr], sources[attr] = secret_value(attr, value), var
+        elif path:
+            found[attr] = secret_value(
+                attr, read_secret(path, f"[auth] {file_key(key)}", read_file)
+            )
+            sources[attr] = f"file {path}"
+            if not found[attr].strip():
+                raise ConfigError(
+                    f"[auth] {file_key(key)}: the file {path} is empty: write {what} in it, "
+                    f"or export {var}"
+                )
         else:
-            found[attr] = value.strip() if attr in STRIPPED else value.rstrip("\r\n")
+            missing.append((var, key, what))
     if missing:
         names = " and ".join(var for var, _, _ in missing)
         whats = "; ".join(what for _, _, what in missing)
         keys = " and ".join(key for _, key, _ in missing)
+        files = " and ".join(file_key(key) for _, key, _ in missing)
         one = len(missing) == 1
         raise ConfigError(
-            f'[auth] method = "{config.auth.method.value}" reads its credentials from the '
-            f"environment, but {names} {'is' if one else 'are'} not set: export "
-            f"{'it' if one else 'them'} ({whats}), or name "
-            f"{'another variable' if one else 'other variables'} in [auth] {keys}"
+            f'[auth] method = "{auth.method.value}" reads its credentials from the '
+            f"environment or from files, but {names} {'is' if one else 'are'} not set: export "
+            f"{'it' if one else 'them'} ({whats}), name "
+            f"{'another variable' if one else 'other variables'} in [auth] {keys}, or "
+            f"{'a file' if one else 'files'} in [auth] {files}"
         )
-    return Credentials(**found)
+    return Credentials(**found, sources=sources)
+
+
+def read_secret(path: str, label: str, read_file: Callable[[str], SecretFile]) -> str:
+    """The text of a secret file; warns if others may read it.
+
+    Raises `ConfigError` naming the key and the file if it cannot be read.
+    """
+    try:
+        secret = read_file(path)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{label}: the file {path} does not exist: check the path (and that the secret is "
+            "mounted there)"
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"{label}: the file {path} cannot be read: permission denied; let the user running "
+            "collector read it"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{label}: the file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{label}: the file {path} cannot be read: {exc.strerror or type(exc).__name__}"
+        ) from None
+    if secret.shared:
+        log.warning(
+            "%s: the secret file %s can be read by group or others: chmod 600 it (or 400)",
+            label,
+            path,
+        )
+    return secret.text
 
 
 def public_dict(config: Config) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What an operator sees: a progress bar (or a log line every 10 s), the summary, metrics.
+"""What an operator sees: a progress bar (or a log line every 10 s) and the summary.
 
 Everything here only reads `RunStats`; nothing calls back into the pipeline. Output goes to
 standard error, never to standard output, which may be carrying records.
@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 import anyio
@@ -26,7 +25,6 @@ from rich.progress import (
 )
 
 from collector.models import RunStats
-from collector.sinks import write_atomic
 
 log = logging.getLogger("collector.progress")
 
@@ -142,32 +140,3 @@ def summary_lines(
 def print_summary(lines: list[str], stream: TextIO | None = None) -> None:
     out = stream or sys.stderr
     print("\n".join(lines), file=out, flush=True)
-
-
-def metrics_text(stats: RunStats, *, duration_s: float, exit_code: int, complete: bool) -> str:
-    """Prometheus text exposition of the run, for a node exporter's textfile collector."""
-    rows: list[tuple[str, str, float]] = [
-        ("collector_machines_ok", "Machines collected.", stats.machines_ok),
-        ("collector_sessions", "Sessions written.", stats.sessions),
-        ("collector_requests", "HTTP requests made.", stats.requests),
-        ("collector_retries", "Requests retried.", stats.retries),
-        ("collector_throttled", "429 answers received.", stats.throttled),
-        ("collector_duplicates", "Duplicate machines dropped.", stats.duplicates),
-        ("collector_duration_seconds", "Run duration.", round(duration_s, 3)),
-        ("collector_exit_code", "Exit code of the run.", exit_code),
-        ("collector_complete", "1 if the run reached its end.", int(complete)),
-        ("collector_last_run_timestamp_seconds", "When the run ended.", int(time.time())),
-    ]
-    out: list[str] = []
-    for name, help_text, value in rows:
-        out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
-    out += [
-        "# HELP collector_machines_failed Machines that failed, by kind.",
-        "# TYPE collector_machines_failed gauge",
-    ]
-    out += [f'collector_machines_failed{{kind="{k}"}} {n}' for k, n in sorted(stats.failed.items())]
-    return "\n".join(out) + "\n"
-
-
-def write_metrics(path: Path, text: str) -> None:
-    write_atomic(path, text.encode())

@@ -1,4 +1,4 @@
-"""Read-only calls for operators: `collector check` and `collector machines`."""
+"""Read-only calls for operators: `collector machines` (`collector check` is in check.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from collector.client import open_client
-from collector.config import AuthMethod, Config, Credentials
+from collector.config import Config, Credentials
 from collector.errors import OutputError
 from collector.models import RunStats
 from collector.sinks import PART, describe_os_error
@@ -23,31 +23,6 @@ def machine_row(machine: dict[str, Any]) -> dict[str, Any]:
     row["DeliveryGroup"] = (machine.get("DeliveryGroup") or {}).get("Name")
     row["MachineCatalog"] = (machine.get("MachineCatalog") or {}).get("Name")
     return row
-
-
-async def check(config: Config, credentials: Credentials) -> list[str]:
-    """Obtain a token, resolve the site, call the API once; say what worked.
-
-    Raises the run's own errors (AuthError, SetupRejectedError, ApiError...) with their
-    messages, which say what to check.
-    """
-    stats = RunStats()
-    lines = [f"configuration: {config.source or 'defaults'} is valid"]
-    async with open_client(config, credentials, stats) as client:
-        site_id = await client.resolve_site_id()
-        if config.auth.method is AuthMethod.CLIENT_CREDENTIALS:
-            lines.append(f"token: obtained from {config.auth.token_url}")
-        lines.append(f"site: {site_id}" + ("" if config.api.site_id else " (discovered with /me)"))
-        pages = client.machines(config.input.delivery_group, config.input.catalog)
-        async with contextlib.aclosing(pages):
-            async for page in pages:
-                lines.append(
-                    f"API: {config.api.base_url}/cvad/manage/Machines answered "
-                    f"({len(page)} machines on the first page)"
-                )
-                break
-    lines.append("everything needed for `collector run` works")
-    return lines
 
 
 async def list_machines(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ from collector.config import (
     Region,
     config_keys,
     env_var_name,
+    is_shared,
     key_specs,
     load_config,
+    load_config_with_origins,
     public_dict,
     resolve_credentials,
 )
@@ -73,10 +77,10 @@ class TestPrecedence:
             pytest.param(
                 "collect",
                 "fields",
-                '["A"]',
-                "B, C",
-                ["D"],
-                ((), ("A",), ("B", "C"), ("D",)),
+                '["Id", "A"]',
+                "Id, B, C",
+                ["Id", "D"],
+                ((), ("Id", "A"), ("Id", "B", "C"), ("Id", "D")),
                 id="fields",
             ),
             pytest.param(
@@ -720,6 +724,216 @@ class TestCredentials:
         assert resolve_credentials(config, {"MY_TOKEN": "t"}).bearer_token == "t"
         with pytest.raises(ConfigError, match="MY_TOKEN is not set"):
             resolve_credentials(config, {"CITRIX_BEARER_TOKEN": "t"})
+
+
+class TestSecretFiles:
+    @pytest.mark.parametrize(
+        ("method", "files", "expected"),
+        [
+            pytest.param(
+                "client_credentials",
+                {"client_id_file": "the-id\n", "client_secret_file": "s3cret value\n"},
+                {"client_id": "the-id", "client_secret": "s3cret value"},
+                id="client_credentials",
+            ),
+            pytest.param(
+                "bearer", {"bearer_token_file": "tok\n"}, {"bearer_token": "tok"}, id="bearer"
+            ),
+            pytest.param(
+                "onprem",
+                {"username_file": "DOM\\admin\n", "password_file": " p w \r\n"},
+                {"username": "DOM\\admin", "password": " p w "},
+                id="onprem",
+            ),
+        ],
+    )
+    def test_each_method_reads_its_files(
+        self, tmp_path: Path, method: str, files: dict[str, str], expected: dict[str, str]
+    ) -> None:
+        """A secret given only as a file is read, trimmed of its final newline only."""
+        env = {**CUSTOMER, "COLLECTOR_AUTH_METHOD": method, "COLLECTOR_API_BASE_URL": "https://d"}
+        for key, text in files.items():
+            path = tmp_path / key
+            path.write_text(text, encoding="utf-8", newline="")
+            path.chmod(0o600)
+            env[f"COLLECTOR_AUTH_{key.upper()}"] = str(path)
+        config = load_config(None, env)
+
+        credentials = resolve_credentials(config, {})
+
+        for attr, value in expected.items():
+            assert getattr(credentials, attr) == value
+            assert credentials.sources[attr].startswith("file ")
+
+    def test_the_variable_wins_over_the_file(self, tmp_path: Path) -> None:
+        """When a secret is both in its variable and in its file, the variable's value is used."""
+        secret = tmp_path / "secret"
+        secret.write_text("from-file\n")
+        secret.chmod(0o600)
+        config = load_config(None, {**CUSTOMER, "COLLECTOR_AUTH_CLIENT_SECRET_FILE": str(secret)})
+
+        credentials = resolve_credentials(
+            config, {"CITRIX_CLIENT_ID": "i", "CITRIX_CLIENT_SECRET": "from-env"}
+        )
+
+        assert credentials.client_secret == "from-env"
+        assert credentials.sources["client_secret"] == "CITRIX_CLIENT_SECRET"
+
+    def test_a_missing_file_is_named_with_its_key(self, tmp_path: Path) -> None:
+        """A secret file that does not exist is refused naming the key and the path."""
+        path = tmp_path / "nope"
+        config = load_config(None, {**CUSTOMER, "COLLECTOR_AUTH_CLIENT_SECRET_FILE": str(path)})
+
+        with pytest.raises(ConfigError) as info:
+            resolve_credentials(config, {"CITRIX_CLIENT_ID": "i"})
+
+        assert "[auth] client_secret_file" in str(info.value)
+        assert str(path) in str(info.value)
+
+    def test_an_empty_file_is_refused(self, tmp_path: Path) -> None:
+        """A secret file holding only a newline is refused, naming the file and the variable."""
+        path = tmp_path / "secret"
+        path.write_text("\n")
+        path.chmod(0o600)
+        config = load_config(None, {**CUSTOMER, "COLLECTOR_AUTH_CLIENT_SECRET_FILE": str(path)})
+
+        with pytest.raises(ConfigError, match=r"is empty.*CITRIX_CLIENT_SECRET"):
+            resolve_credentials(config, {"CITRIX_CLIENT_ID": "i"})
+
+    def test_missing_secrets_name_the_file_keys_too(self) -> None:
+        """With neither a variable nor a file, the message names both ways to give the secret."""
+        config = load_config(None, CUSTOMER)
+
+        with pytest.raises(ConfigError) as info:
+            resolve_credentials(config, {"CITRIX_CLIENT_ID": "i"})
+
+        assert "CITRIX_CLIENT_SECRET" in str(info.value)
+        assert "[auth] client_secret_file" in str(info.value)
+
+    @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+    def test_an_unreadable_file_says_permission_denied(self, tmp_path: Path) -> None:
+        """A secret file the user cannot read is refused naming the file."""
+        path = tmp_path / "secret"
+        path.write_text("x")
+        path.chmod(0o000)
+        config = load_config(None, {**CUSTOMER, "COLLECTOR_AUTH_CLIENT_SECRET_FILE": str(path)})
+
+        with pytest.raises(ConfigError, match="permission denied"):
+            resolve_credentials(config, {"CITRIX_CLIENT_ID": "i"})
+
+    def test_a_file_others_can_read_is_warned_of(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A secret file readable by group or others works, with a warning that hides the value."""
+        path = tmp_path / "secret"
+        path.write_text("Very-Secret-Value\n")
+        path.chmod(0o644)
+        config = load_config(None, {**CUSTOMER, "COLLECTOR_AUTH_CLIENT_SECRET_FILE": str(path)})
+
+        with caplog.at_level(logging.WARNING, logger="collector.config"):
+            credentials = resolve_credentials(config, {"CITRIX_CLIENT_ID": "i"})
+
+        assert credentials.client_secret == "Very-Secret-Value"
+        assert str(path) in caplog.text
+        assert "chmod 600" in caplog.text
+        assert "Very-Secret-Value" not in caplog.text
+
+    def test_a_private_file_is_not_warned_of(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A secret file only its owner can read gives no warning."""
+        path = tmp_path / "secret"
+        path.write_text("v")
+        path.chmod(0o400)
+        config = load_config(None, {**CUSTOMER, "COLLECTOR_AUTH_CLIENT_SECRET_FILE": str(path)})
+
+        with caplog.at_level(logging.WARNING, logger="collector.config"):
+            resolve_credentials(config, {"CITRIX_CLIENT_ID": "i"})
+
+        assert caplog.text == ""
+
+
+class TestSharedSecretFile:
+    @pytest.mark.parametrize(
+        ("mode", "gid", "expected"),
+        [
+            pytest.param(0o600, 50, False, id="owner-only"),
+            pytest.param(0o400, 50, False, id="owner-read-only"),
+            pytest.param(0o644, 7, True, id="others-read"),
+            pytest.param(0o640, 50, True, id="a-group-we-are-not-in"),
+            pytest.param(0o440, 7, False, id="our-own-group-as-kubernetes-fsgroup"),
+        ],
+    )
+    def test_who_else_may_read(self, mode: int, gid: int, expected: bool) -> None:
+        """Others, or a group we are not in, make a secret file shared; our own group does not."""
+        assert is_shared(mode, gid, frozenset({7})) is expected
+
+
+class TestFieldsProjection:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            pytest.param("State,UserName", 'leaves out "Id"', id="no-id"),
+            pytest.param("Id,Machine.Name", "nested path (Machine.Name)", id="dot"),
+            pytest.param("Id,Machine/Name", "nested path (Machine/Name)", id="slash"),
+        ],
+    )
+    def test_unusable_projections_are_refused(self, text: str, expected: str) -> None:
+        """A projection without Id, or with a nested path, is refused saying why."""
+        with pytest.raises(ConfigError) as info:
+            load_config(None, {**CUSTOMER, "COLLECTOR_COLLECT_FIELDS": text})
+
+        assert expected in str(info.value)
+        assert "COLLECTOR_COLLECT_FIELDS" in str(info.value)
+
+    def test_a_projection_keeping_id_is_accepted(self) -> None:
+        """Top-level names that include Id are kept as given."""
+        config = load_config(None, {**CUSTOMER, "COLLECTOR_COLLECT_FIELDS": "Id,State,Machine"})
+
+        assert config.collect.fields == ("Id", "State", "Machine")
+
+    def test_the_file_line_is_named(self, tmp_path: Path) -> None:
+        """A projection refused in the file names the file and line."""
+        path = write(tmp_path, '[collect]\nfields = ["State"]\n')
+
+        with pytest.raises(ConfigError, match=r"config\.toml:2: \[collect\] fields leaves out"):
+            load_config(path, CUSTOMER)
+
+
+class TestUserInfo:
+    @pytest.mark.parametrize(
+        ("name", "url"),
+        [
+            pytest.param("COLLECTOR_API_BASE_URL", "http://admin:Hunter2pw@ddc", id="base-url"),
+            pytest.param(
+                "COLLECTOR_AUTH_TOKEN_URL", "https://admin:Hunter2pw@idp/token", id="token-url"
+            ),
+            pytest.param("COLLECTOR_API_BASE_URL", "admin:Hunter2pw@ddc", id="no-scheme"),
+        ],
+    )
+    def test_a_url_with_a_password_is_refused_without_showing_it(self, name: str, url: str) -> None:
+        """A URL holding user:password@ is a configuration error that never shows the password."""
+        with pytest.raises(ConfigError) as info:
+            load_config(None, {**CUSTOMER, name: url})
+
+        assert "must not hold a user name or password" in str(info.value)
+        assert "Hunter2pw" not in str(info.value)
+        assert info.value.exit_code == 2
+
+
+class TestOrigins:
+    def test_each_value_says_where_it_came_from(self, tmp_path: Path) -> None:
+        """Origins name the file and line, the variable or the command line; defaults are absent."""
+        path = write(tmp_path, "[collect]\nrate = 3.0\n")
+
+        _, origins = load_config_with_origins(
+            path, {**CUSTOMER, "COLLECTOR_COLLECT_CONCURRENCY": "4"}, {"output": {"dir": "x"}}
+        )
+
+        assert origins[("collect", "rate")] == f"{path}:2"
+        assert origins[("collect", "concurrency")] == "COLLECTOR_COLLECT_CONCURRENCY"
+        assert origins[("output", "dir")] == "command line"
+        assert ("collect", "max_attempts") not in origins
 
 
 class TestPublicDict:

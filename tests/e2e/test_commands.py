@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
 import subprocess
@@ -12,7 +14,21 @@ from typing import IO
 import orjson
 
 from collector.simulator import SimulatorConfig, Site, start_in_thread
-from tests.e2e.conftest import REPO, cli_env, committed_records, run_cli, write_config
+from tests.e2e.conftest import (
+    REPO,
+    SECRET,
+    assert_no_secret,
+    cli_env,
+    committed_records,
+    run_cli,
+    write_config,
+)
+
+
+def cli_env_without_sim() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COLLECTOR_", "CITRIX_"))}
+    env["PYTHONPATH"] = str(REPO)
+    return env
 
 
 class Announced:
@@ -169,4 +185,79 @@ def test_check_and_machines_against_the_simulator(tmp_path: Path) -> None:
         "RegistrationState",
     }
     assert wrong.returncode == 3
-    assert "CITRIX_CLIENT_SECRET" in wrong.stderr
+    assert "credentials    problem:" in wrong.stdout.decode()
+    assert "CITRIX_CLIENT_SECRET" in wrong.stdout.decode()
+
+
+def test_check_reads_a_secret_file_and_names_it(tmp_path: Path) -> None:
+    """`collector check` with the secret only in a file passes, shows the file, never the value."""
+    secret = tmp_path / "client_secret"
+    with start_in_thread(SimulatorConfig(machines=20, seed=6, client_secret=SECRET)) as sim:
+        secret.write_text(sim.client_secret + "\n")
+        secret.chmod(0o600)
+        config = write_config(
+            tmp_path / "site.toml",
+            {
+                "api": {"base_url": sim.base_url, "customer_id": sim.customer_id},
+                "auth": {"token_url": sim.token_url, "client_secret_file": str(secret)},
+            },
+        )
+        env = cli_env(sim)
+        del env["CITRIX_CLIENT_SECRET"]
+
+        checked = run_cli(["check", "-c", str(config)], env, tmp_path)
+
+    out = checked.stdout.decode()
+    assert checked.returncode == 0, out + checked.stderr
+    assert f"client_secret = ****  (file {secret})" in out
+    assert f"[auth] client_secret_file = {json.dumps(str(secret))}  ({config}:7)" in out
+    assert "every step passed" in out
+    assert SECRET not in out + checked.stderr
+
+
+def test_check_with_a_bad_configuration_exits_2(tmp_path: Path) -> None:
+    """`collector check` on a configuration it cannot use says why and skips the calls."""
+    config = write_config(
+        tmp_path / "site.toml",
+        {"api": {"base_url": "http://admin:Hunter2pw@127.0.0.1:9", "customer_id": "c"}},
+    )
+
+    checked = run_cli(["check", "-c", str(config)], cli_env_without_sim(), tmp_path)
+
+    out = checked.stdout.decode()
+    assert checked.returncode == 2
+    assert "configuration  problem:" in out
+    assert "must not hold a user name or password" in out
+    assert "Hunter2pw" not in out + checked.stderr
+    assert "site           skipped" in out
+
+
+def test_run_with_the_secret_only_in_a_file(tmp_path: Path) -> None:
+    """`collector run` reads the secret from its file; the value reaches no file and no log."""
+    secret = tmp_path / "client_secret"
+    machines = tmp_path / "machines.txt"
+    out = tmp_path / "out"
+    with start_in_thread(SimulatorConfig(machines=20, seed=6, client_secret=SECRET)) as sim:
+        secret.write_text(sim.client_secret + "\n")
+        secret.chmod(0o600)
+        machines.write_text("".join(f"{sim.site.machine(i)['Name']}\n" for i in range(20)))
+        config = write_config(
+            tmp_path / "site.toml",
+            {
+                "api": {"base_url": sim.base_url, "customer_id": sim.customer_id},
+                "auth": {"token_url": sim.token_url, "client_secret_file": str(secret)},
+                "input": {"machines": str(machines)},
+                "output": {"dir": str(out)},
+            },
+        )
+        env = cli_env(sim)
+        del env["CITRIX_CLIENT_SECRET"]
+
+        done = run_cli(
+            ["run", "-c", str(config), "--no-progress", "--log-level", "DEBUG"], env, tmp_path
+        )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(committed_records(out)) == sum(len(sim.site.sessions(i)) for i in range(20))
+    secret.unlink()  # the only place the value may be
+    assert_no_secret(tmp_path, done.stderr, done.stdout.decode())
