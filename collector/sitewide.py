@@ -19,7 +19,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from collector.client import CitrixClient
 from collector.errors import ApiError
 from collector.feed import MachineFeed
 from collector.journal import CommittedFile, Journal
@@ -33,6 +32,19 @@ log = logging.getLogger("collector.sitewide")
 
 MACHINES_LISTING = "/cvad/manage/Machines"
 SESSIONS_LISTING = "/cvad/manage/Sessions"
+
+
+class ListingApi(Protocol):
+    """**Protocol:** the two paged listings a site-wide run reads (`CitrixClient` has them).
+
+    Each raises `ApiError` for a page that fails for good, or repeats its continuation token.
+    """
+
+    def machines(
+        self, delivery_group: str = "", catalog: str = ""
+    ) -> AsyncIterator[list[dict[str, Any]]]: ...
+
+    def site_sessions(self) -> AsyncIterator[list[dict[str, Any]]]: ...
 
 
 class ListingOutput(Protocol):
@@ -124,7 +136,7 @@ class SiteListing:
 
     def __init__(
         self,
-        client: CitrixClient,
+        client: ListingApi,
         writer: Writer,
         feed: MachineFeed,
         output: ListingOutput,
@@ -182,6 +194,8 @@ class SiteListing:
             return False
         for entry in self.index.missing():
             self.writer.handle(Failed(self._machine(entry), self._not_found(entry)))
+        if not any(self.index.found) and not self.whole_site:
+            return True  # no listed machine is the site's: the sessions listing would keep none
         try:
             await self._list_sessions()
         except ApiError as exc:
