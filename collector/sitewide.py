@@ -181,6 +181,11 @@ class SiteListing:
         finally:
             if not committed:
                 self.output.discard()
+                if self.stopper.stopping:
+                    log.warning(
+                        "the site-wide listing was stopped before its end: none of it is kept; "
+                        "run again with --resume to read it again"
+                    )
 
     async def _collect(self) -> bool:
         if self.machines is not None:
@@ -194,8 +199,10 @@ class SiteListing:
             return False
         for entry in self.index.missing():
             self.writer.handle(Failed(self._machine(entry), self._not_found(entry)))
-        if not any(self.index.found) and not self.whole_site:
-            return True  # no listed machine is the site's: the sessions listing would keep none
+        if not any(self.index.found):
+            # No listed machine is the site's (or, resumed, every one is committed already):
+            # the sessions listing would keep nothing.
+            return True
         try:
             await self._list_sessions()
         except ApiError as exc:

@@ -266,6 +266,28 @@ def test_kill_9_then_resume_is_exactly_once(
         assert data.count(b"\n") == entry["records"]
 
 
+def test_an_outside_kill_9_mid_listing_then_resume_is_exactly_once(
+    tmp_path: Path, simulator: Any
+) -> None:
+    """kill -9 from outside once files were renamed, pages still to come: --resume is exact."""
+    sim = simulator(machines=1200, seed=15, latency_ms=300)
+    out = tmp_path / "out"
+    config = base_config(
+        tmp_path, sim, machine_list(tmp_path, sim, []), out, output={"max_records_per_file": 200}
+    )
+    args = ["run", "-c", str(config), "--no-progress", "--site-wide"]
+    process = start_cli(args, cli_env(sim), tmp_path)
+    assert wait_for(lambda: (out / "sessions-00001.ndjson").exists(), timeout=60)
+
+    process.kill()
+    process.communicate(timeout=30)
+    assert b'"listing"' not in (out / "journal.ndjson").read_bytes()
+    done = run(config, sim, tmp_path, "--site-wide", "--resume")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_exactly_once(out, sim, range(1200))
+
+
 def test_sigterm_exits_130_and_resume_completes(tmp_path: Path, simulator: Any) -> None:
     """SIGTERM mid-listing: exit 130, nothing of the listing kept; --resume completes it."""
     sim = simulator(machines=400, seed=7, latency_ms=150)
@@ -354,3 +376,38 @@ def test_a_failed_listing_exits_1_and_resume_reads_it_again(
     assert done.returncode == 0, done.stderr[-3000:]
     assert_exactly_once(out, sim, range(500))
     assert not (out / "errors.ndjson").read_bytes().strip()
+
+
+def test_shards_split_the_list_as_per_machine_mode_does(tmp_path: Path, simulator: Any) -> None:
+    """Two shards read the whole listing each and keep disjoint halves that make the whole."""
+    sim = simulator(machines=200, seed=13)
+    listed = machine_list(tmp_path, sim, [])
+    ids: list[str] = []
+    for k in range(2):
+        out = tmp_path / f"shard-{k}"
+        config = base_config(tmp_path, sim, listed, out)
+        done = run(config, sim, tmp_path, "--site-wide", "--shard", f"{k}/2")
+        assert done.returncode == 0, done.stderr[-3000:]
+        ids += [r["Id"] for r in committed_records(out)]
+
+    assert sorted(ids) == sorted(sim.site.expected_sessions(range(200)))
+
+
+def test_resume_after_a_committed_listing_rechecks_only_the_missing(
+    tmp_path: Path, simulator: Any
+) -> None:
+    """--resume of a run whose only failures are not_found reads the machine listing, not the
+    sessions, and writes nothing twice."""
+    sim = simulator(machines=50, seed=14)
+    out = tmp_path / "out"
+    config = base_config(tmp_path, sim, machine_list(tmp_path, sim), out)
+    assert run(config, sim, tmp_path, "--site-wide").returncode == 1
+    sessions_calls = sim.counters.requests["sessions"]
+
+    done = run(config, sim, tmp_path, "--site-wide", "--resume")
+
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert sim.counters.requests["sessions"] == sessions_calls
+    assert_exactly_once(out, sim, range(50))
+    errors = read_lines(out / "errors.ndjson")
+    assert sorted(e["machine"] for e in errors) == sorted(UNKNOWN)
