@@ -19,7 +19,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from collector.errors import ApiError
+from collector.errors import ApiError, ConfigError
 from collector.feed import MachineFeed
 from collector.journal import CommittedFile, Journal
 from collector.matching import MachineIndex, listed_name
@@ -119,6 +119,19 @@ def open_listing_output(
     if files is not None and journal is not None:
         return ListingFiles(files, journal)
     return ListingStream(sink)
+
+
+def check_fields(fields: tuple[str, ...]) -> None:
+    """Site-wide mode matches sessions by their `Machine`: a projection must keep it.
+
+    Raises `ConfigError` naming the setting if `fields` is set without `Machine`.
+    """
+    if fields and not any(f.strip().casefold() == "machine" for f in fields):
+        raise ConfigError(
+            f"[collect] fields = {list(fields)!r} leaves out Machine, which site-wide mode "
+            'needs to match each session to its machine; add "Machine" to fields, or use '
+            'mode = "per-machine"'
+        )
 
 
 def session_count(machine: dict[str, Any]) -> int:
