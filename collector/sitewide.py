@@ -201,6 +201,7 @@ class SiteListing:
                     )
 
     async def _collect(self) -> bool:
+        """Read the listing; True once nothing of it is left to discard (committed, or empty)."""
         if self.machines is not None:
             await self._read_list(self.machines)
             if not len(self.index):
