@@ -24,7 +24,6 @@ from collector.client import CitrixClient, open_client
 from collector.config import Config, Credentials, Mode
 from collector.errors import (
     CollectorError,
-    ConfigError,
     FatalError,
     InputError,
     OutputError,
@@ -51,7 +50,7 @@ from collector.models import (
     machine_key,
 )
 from collector.pipeline import RecordSink, Stopper, Writer, run_pipeline, utc_now
-from collector.progress import ProgressReporter, print_summary, summary_lines
+from collector.progress import ListingProgress, ProgressReporter, print_summary, summary_lines
 from collector.rundir import Action, RunPlan, plan_run
 from collector.sinks import (
     ERRORS_NAME,
@@ -64,6 +63,7 @@ from collector.sinks import (
     read_errors,
     write_atomic,
 )
+from collector.sitewide import SiteListing, check_fields, open_listing_output
 from collector.sources import (
     file_fingerprint,
 )
@@ -172,10 +172,7 @@ class Run:
     async def execute(self) -> RunResult:
         config, options = self.config, self.options
         if config.collect.mode is Mode.SITE_WIDE:
-            raise ConfigError(
-                "site-wide mode (--site-wide, [collect] mode) is not available in this version; "
-                'use mode = "per-machine"'
-            )
+            check_fields(config.collect.fields)
         if self.to_stdout and (options.resume or options.retry_failed):
             raise InputError("--out - writes no journal, so it cannot --resume or --retry-failed")
         if not config.api.verify_tls:
@@ -244,11 +241,14 @@ class Run:
             )
             journal, sink, files, errors = self._open_output(plan, run_id)
             writer = Writer(sink, encode, self.stats)
+            site_wide = config.collect.mode is Mode.SITE_WIDE
+            listing = ListingProgress() if site_wide else None
             reporter = ProgressReporter(
                 self.stats,
                 total=feed.total,
                 interactive=self.options.progress and self.streams.interactive,
                 stream=self.streams.stderr,
+                listing=listing,
             )
             fatal: BaseException | None = None
             try:
@@ -256,13 +256,18 @@ class Run:
                     group.start_soon(self._watch_signals)
                     if self.options.progress:
                         group.start_soon(reporter.run)
-                    await run_pipeline(
-                        source(client),
-                        client,
-                        writer,
-                        concurrency=config.collect.concurrency,
-                        stopper=self.stopper,
-                    )
+                    if listing is not None:
+                        await self._list_site(
+                            plan, client, writer, feed, source, listing, files, journal
+                        )
+                    else:
+                        await run_pipeline(
+                            source(client),
+                            client,
+                            writer,
+                            concurrency=config.collect.concurrency,
+                            stopper=self.stopper,
+                        )
                     group.cancel_scope.cancel()
             except BaseExceptionGroup as group_error:
                 fatal = collapse(group_error)
@@ -270,6 +275,33 @@ class Run:
                 fatal = exc
         complete = fatal is None and not self.stopper.stopping
         return self._finish(plan, journal, files, errors, old_failures, complete, fatal)
+
+    async def _list_site(
+        self,
+        plan: RunPlan | None,
+        client: CitrixClient,
+        writer: Writer,
+        feed: MachineFeed,
+        source: SourceFactory,
+        listing: ListingProgress,
+        files: SessionFiles | None,
+        journal: Journal | None,
+    ) -> None:
+        """Site-wide mode (SPEC 5.5): one listing of the site instead of a call a machine."""
+        inputs = self.config.input
+        retry = plan is not None and plan.action is Action.RETRY_FAILED
+        discover = inputs.all_machines and not retry
+        await SiteListing(
+            client,
+            writer,
+            feed,
+            open_listing_output(files, journal, writer.sink),
+            self.stopper,
+            listing,
+            machines=None if discover else source(client),
+            delivery_group=inputs.delivery_group if discover else "",
+            catalog=inputs.catalog if discover else "",
+        ).run()
 
     def _open_output(
         self, plan: RunPlan | None, run_id: str
