@@ -210,10 +210,13 @@ def query_value(request: web.Request, name: str) -> str | None:
 
 
 def project(items: list[Any], fields: str | None) -> list[Any]:
-    """Keep only the top-level keys named in `fields=` (any case); all of them without it."""
-    if not fields:
+    """Each item with only the top-level properties `fields=` names, as the service documents
+    it: names comma-separated, in any case, spaces around them ignored; a property kept is
+    kept whole, and a name that is no top-level property (`Machine.Name`, `Nope`) keeps
+    nothing. Without `fields` (or with only commas) every property is kept."""
+    wanted = {f.strip().casefold() for f in (fields or "").split(",")} - {""}
+    if not wanted:
         return items
-    wanted = {f.strip().casefold() for f in fields.split(",") if f.strip()}
     return [{k: v for k, v in item.items() if k.casefold() in wanted} for item in items]
 
 
