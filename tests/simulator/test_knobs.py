@@ -11,7 +11,7 @@ import pytest
 from collector.simulator import Faults, Simulator, SimulatorConfig, parse_deny, serve
 from tests.simulator.conftest import api_headers, fetch_token, get, sessions_path, url
 
-LATENCY_MS = 150.0  # long enough that every call of a burst is in flight at once
+LATENCY_MS = 400.0  # long enough that a whole burst is in flight at once, even on a busy box
 
 
 async def burst(
