@@ -109,9 +109,9 @@ class Counters:
     `requests` by endpoint name (`token`, `onprem_token`, `me`, `machines`,
     `delivery_group_machines`, `catalog_machines`, `machine_sessions`, `sessions`, `unknown`);
     `statuses` by HTTP status; `sessions_served` counts 200 answers per machine index (each
-    page of a paged machine);
-    `injected` counts each fault applied, by `Fault` value; `throttled` counts 429s,
-    `unauthorized` 401s; `peak_rps` is the most requests seen in any one-second window;
+    page of a paged machine); `injected` counts each fault applied, by `Fault` value;
+    `throttled` counts 429s, `unauthorized` 401s; `peak_rps` is the most requests seen in any
+    one-second window;
     `in_flight_rejected` counts the 429s of `max_in_flight` and `peak_in_flight` the most
     sessions calls served at once.
     """
