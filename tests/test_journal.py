@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -20,16 +21,16 @@ from collector.journal import (
 from collector.sinks import SessionFile
 
 PATH = Path("out/journal.ndjson")
-START = {"t": "start", "run_id": "r1", "started_at": "t0", "fingerprint": {"a": 1}}
+START: dict[str, Any] = {"t": "start", "run_id": "r1", "started_at": "t0", "fingerprint": {"a": 1}}
 FILE_1 = SessionFile("sessions-00001.ndjson", 3, 30, "h1")
 FILE_2 = SessionFile("sessions-00002.ndjson", 2, 20, "h2")
 
 
-def line(entry: dict[str, object]) -> bytes:
+def line(entry: dict[str, Any]) -> bytes:
     return orjson.dumps(entry) + b"\n"
 
 
-def journal_bytes(*entries: dict[str, object]) -> bytes:
+def journal_bytes(*entries: dict[str, Any]) -> bytes:
     return b"".join(map(line, entries))
 
 
