@@ -267,7 +267,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(problem)
     if report.problems:
         return 1
-    print(f"{report.directory}: whole: {report.files} files, {report.records} records")
+    files = f"{report.files} file{'' if report.files == 1 else 's'}"
+    print(f"{report.directory}: whole: {files}, {report.records} records")
     return 0
 
 
