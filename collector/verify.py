@@ -298,7 +298,14 @@ def journal_check(
         return [str(exc)]
     if state is None:
         return [f"{where}: missing; the manifest cannot be checked against the commits"]
-    return journal_problems(manifest, listed, state, where)
+    problems = journal_problems(manifest, listed, state, where)
+    try:
+        size = (directory / JOURNAL_NAME).stat().st_size
+    except OSError as exc:
+        return [*problems, f"{where}: cannot be read ({exc.strerror})"]
+    if size != state.length:
+        problems.append(f"{where}: the last line is cut short (a run was interrupted)")
+    return problems
 
 
 def errors_check(directory: Path, manifest: dict[str, Any]) -> list[str]:

@@ -144,6 +144,17 @@ def test_a_manifest_disagreeing_with_the_journal_is_named(tmp_path: Path) -> Non
     assert problems(out) == [f"{out / 'journal.ndjson'}: 3 machines committed, the manifest says 4"]
 
 
+def test_a_torn_journal_is_named(tmp_path: Path) -> None:
+    """A journal whose last line was cut short is named, though its whole lines agree."""
+    out = make_run(tmp_path / "out")
+    with open(out / "journal.ndjson", "ab") as journal:
+        journal.write(b'{"t":"resume","a')
+
+    assert problems(out) == [
+        f"{out / 'journal.ndjson'}: the last line is cut short (a run was interrupted)"
+    ]
+
+
 def test_a_cut_gzip_file_is_named(tmp_path: Path) -> None:
     """A gzip file cut short is named as such, besides its size and hash."""
     out = make_run(tmp_path / "out", compress=Compression.GZIP)
