@@ -271,7 +271,10 @@ class ErrorLog:
 
     def finish(self, kept: Iterable[Failure] = ()) -> None:
         """Close the log; for a staged log, write `errors.ndjson` = `kept` + this run's failures."""
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as exc:
+            raise OutputError(describe_os_error(exc, self._target)) from exc
         if not self.staged:
             return
         every = [*kept, *self.failures]
