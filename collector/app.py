@@ -2,8 +2,8 @@
 
 It builds the concrete pieces (client, the run's output, reporter), hands them to the pipeline
 and turns the way a run ended into an exit code. A directory run's output is a `RunLedger`,
-opened under the directory's lock once the credentials and the site are proven. It reads no environment and no argv: the
-CLI passes the Config, the Credentials and the standard streams in.
+opened under the directory's lock once the credentials and the site are proven. It reads no
+environment and no argv: the CLI passes the Config, the Credentials and the standard streams in.
 """
 
 from __future__ import annotations
