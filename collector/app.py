@@ -1,8 +1,9 @@
 """The composition root: a Config in, a collection run (or check, or machine list) out.
 
-It builds the concrete pieces (client, sinks, journal, reporter), hands them to the pipeline
-and turns the way a run ended into an exit code. It reads no environment and no argv: the
-CLI passes the Config, the Credentials and the standard streams in.
+It builds the concrete pieces (client, the run's output, reporter), hands them to the pipeline
+and turns the way a run ended into an exit code. A directory run's output is a `RunLedger`,
+opened under the directory's lock once the credentials and the site are proven. It reads no
+environment and no argv: the CLI passes the Config, the Credentials and the standard streams in.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Protocol, TextIO
 
 import anyio
 
-from collector import __version__
 from collector.client import CitrixClient, open_client
 from collector.config import Config, Credentials, Mode
 from collector.errors import (
@@ -37,36 +37,14 @@ from collector.feed import (
     spool,
 )
 from collector.flatten import make_flattener, make_record_encoder
-from collector.journal import Journal, read_journal
-from collector.manifest import build_manifest
 from collector.metrics import write_metrics
-from collector.models import (
-    ErrorKind,
-    Failure,
-    InvalidLine,
-    Machine,
-    RunStats,
-    key_digest,
-    machine_key,
-)
+from collector.models import InvalidLine, Machine, RunStats, key_digest
 from collector.pipeline import RecordSink, Stopper, Writer, run_pipeline, utc_now
 from collector.progress import ListingProgress, ProgressReporter, print_summary, summary_lines
-from collector.rundir import Action, RunPlan, plan_run
-from collector.sinks import (
-    ERRORS_NAME,
-    MANIFEST_NAME,
-    DirectorySink,
-    ErrorLog,
-    SessionFiles,
-    StreamSink,
-    dump_json,
-    read_errors,
-    write_atomic,
-)
+from collector.rundir import Action, Finished, RunLedger, RunPlan, lock_directory, plan_run
+from collector.sinks import ErrorLog, StreamSink
 from collector.sitewide import SiteListing, check_fields, open_listing_output
-from collector.sources import (
-    file_fingerprint,
-)
+from collector.sources import file_fingerprint
 
 log = logging.getLogger("collector")
 
@@ -105,6 +83,32 @@ class RunResult:
     complete: bool
     output: str
     manifest: dict[str, Any] | None = None
+
+
+class RunOutput(Protocol):
+    """**Protocol:** where a run's records go, and how it ends (`RunLedger` or `StreamOutput`)."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def sink(self) -> RecordSink: ...
+
+    def finish(self, *, complete: bool, abandon: bool, stats: RunStats) -> Finished: ...
+
+
+class StreamOutput:
+    """Records to standard output, failures to `--errors PATH` when given: nothing to resume."""
+
+    def __init__(self, stream: BinaryIO, errors_path: str) -> None:
+        self.run_id = str(uuid.uuid4())
+        self.errors = ErrorLog(Path(errors_path), staged=False) if errors_path else None
+        self.sink = StreamSink(stream, self.errors)
+
+    def finish(self, *, complete: bool, abandon: bool, stats: RunStats) -> Finished:
+        if self.errors is not None:
+            self.errors.finish()
+        return Finished(stats.machines_failed, None, None, complete)
 
 
 def run_fingerprint(config: Config, options: RunOptions) -> dict[str, Any]:
@@ -184,7 +188,7 @@ class Run:
         # cost an --overwrite its old run, nor a --resume its leftovers.
         reads_input = not (options.retry_failed or config.input.all_machines)
         stdin = self.streams.stdin
-        items = None
+        items: Iterator[Machine | InvalidLine] | None = None
         if reads_input:
             if options.strict:
                 if config.input.machines == "-":
@@ -195,107 +199,133 @@ class Run:
             # A missing list, a CSV header without the column or a list without a machine is
             # an exit 2 now, before any request, with or without --strict.
             items = open_input(config, stdin)
-        plan = None
-        if not self.to_stdout:
+        if self.to_stdout:
+            return await self._collect(None, items)
+        directory = Path(config.output.dir)
+        with lock_directory(directory):  # held until the run ends, whatever happens
             plan = plan_run(
-                Path(config.output.dir),
+                directory,
                 resume=options.resume,
                 retry_failed=options.retry_failed,
                 overwrite=options.overwrite,
                 fingerprint=run_fingerprint(config, options),
             )
-        committed = {key_digest(k) for k in plan.state.committed} if plan and plan.state else set()
-        feed = MachineFeed(self.stats, shard=options.shard, committed=committed)
-        old_failures: list[Failure] = []
-        if plan and plan.state:
-            old_failures = read_errors(plan.directory / ERRORS_NAME)
+            return await self._collect(plan, items)
+
+    def _machines(
+        self, plan: RunPlan | None, items: Iterator[Machine | InvalidLine] | None
+    ) -> tuple[MachineFeed, SourceFactory]:
+        """The feed that counts and filters the machines, and their source."""
+        config = self.config
+        committed = {key_digest(k) for k in plan.committed} if plan else set()
+        feed = MachineFeed(self.stats, shard=self.options.shard, committed=committed)
         source: SourceFactory
         if plan and plan.action is Action.RETRY_FAILED:
-            retry = iter(retry_machines(old_failures, committed))
+            retry = iter(retry_machines(plan.failures, committed))
             source = lambda client: feed.stream(retry)  # noqa: E731
         elif config.input.all_machines:
             group, catalog = config.input.delivery_group, config.input.catalog
             source = lambda client: feed.discover(client.machines(group, catalog))  # noqa: E731
         else:
-            assert items is not None
+            assert items is not None  # opened by execute, before the directory was touched
             feed.estimate = count_lines(config.input.machines)
             source = lambda client: feed.stream(items)  # noqa: E731
-        return await self._collect(plan, feed, source, old_failures)
+        return feed, source
 
     async def _collect(
-        self,
-        plan: RunPlan | None,
-        feed: MachineFeed,
-        source: SourceFactory,
-        old_failures: list[Failure],
+        self, plan: RunPlan | None, items: Iterator[Machine | InvalidLine] | None
     ) -> RunResult:
         config = self.config
+        feed, source = self._machines(plan, items)
         async with open_client(config, self.credentials, self.stats) as client:
-            # The first call: a wrong secret or a refused site stops the run here (exit 3).
+            # The first call: a wrong secret or a refused site stops the run here (exit 3),
+            # before anything in the output directory is deleted or written.
             site_id = await client.resolve_site_id()
-            run_id = plan.state.run_id if plan and plan.state else str(uuid.uuid4())
+            output = self._open_output(plan)
             encode = make_record_encoder(
                 make_flattener(config.output.separator, config.output.arrays),
-                run_id=run_id,
+                run_id=output.run_id,
                 site_id=site_id,
             )
-            journal, sink, files, errors = self._open_output(plan, run_id)
-            writer = Writer(sink, encode, self.stats)
-            site_wide = config.collect.mode is Mode.SITE_WIDE
-            listing = ListingProgress() if site_wide else None
-            reporter = ProgressReporter(
-                self.stats,
-                total=feed.total,
-                interactive=self.options.progress and self.streams.interactive,
-                stream=self.streams.stderr,
-                listing=listing,
-            )
-            fatal: BaseException | None = None
-            try:
-                async with anyio.create_task_group() as group:
-                    group.start_soon(self._watch_signals)
-                    if self.options.progress:
-                        group.start_soon(reporter.run)
-                    if listing is not None:
-                        await self._list_site(
-                            plan, client, writer, feed, source, listing, files, journal
-                        )
-                    else:
-                        await run_pipeline(
-                            source(client),
-                            client,
-                            writer,
-                            concurrency=config.collect.concurrency,
-                            stopper=self.stopper,
-                        )
-                    group.cancel_scope.cancel()
-            except BaseExceptionGroup as group_error:
-                fatal = collapse(group_error)
-            except CollectorError as exc:
-                fatal = exc
-        complete = fatal is None and not self.stopper.stopping
-        return self._finish(plan, journal, files, errors, old_failures, complete, fatal)
+            writer = Writer(output.sink, encode, self.stats)
+            fatal = await self._pipeline(client, source, writer, feed, output)
+        finished = output.finish(
+            complete=fatal is None and not self.stopper.stopping,
+            abandon=isinstance(fatal, OutputError),  # the open file may hold half a machine
+            stats=self.stats,
+        )
+        cause = fatal if fatal is not None else finished.error
+        exit_code = self._exit_code(cause, finished.failures)
+        where = "standard output" if plan is None else str(plan.directory)
+        self._report(exit_code, finished.complete, where)
+        if cause is not None:
+            raise cause
+        return RunResult(exit_code, self.stats, finished.complete, where, finished.manifest)
+
+    def _open_output(self, plan: RunPlan | None) -> RunOutput:
+        if plan is None:
+            assert self.streams.stdout is not None
+            return StreamOutput(self.streams.stdout, self.options.errors_path)
+        return RunLedger.open(plan, config=self.config, started_at=self.started_at)
+
+    async def _pipeline(
+        self,
+        client: CitrixClient,
+        source: SourceFactory,
+        writer: Writer,
+        feed: MachineFeed,
+        output: RunOutput,
+    ) -> BaseException | None:
+        """Run the collection (the workers, or one site-wide listing) with the signal watcher
+        and the progress reporter; the error that ended it, if one did."""
+        site_wide = self.config.collect.mode is Mode.SITE_WIDE
+        listing = ListingProgress() if site_wide else None
+        reporter = ProgressReporter(
+            self.stats,
+            total=feed.total,
+            interactive=self.options.progress and self.streams.interactive,
+            stream=self.streams.stderr,
+            listing=listing,
+        )
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._watch_signals)
+                if self.options.progress:
+                    group.start_soon(reporter.run)
+                if listing is not None:
+                    await self._list_site(client, writer, feed, source, listing, output)
+                else:
+                    await run_pipeline(
+                        source(client),
+                        client,
+                        writer,
+                        concurrency=self.config.collect.concurrency,
+                        stopper=self.stopper,
+                    )
+                group.cancel_scope.cancel()
+        except BaseExceptionGroup as group_error:
+            return collapse(group_error)
+        except CollectorError as exc:
+            return exc
+        return None
 
     async def _list_site(
         self,
-        plan: RunPlan | None,
         client: CitrixClient,
         writer: Writer,
         feed: MachineFeed,
         source: SourceFactory,
         listing: ListingProgress,
-        files: SessionFiles | None,
-        journal: Journal | None,
+        output: RunOutput,
     ) -> None:
         """Site-wide mode (SPEC 5.5): one listing of the site instead of a call a machine."""
         inputs = self.config.input
-        retry = plan is not None and plan.action is Action.RETRY_FAILED
-        discover = inputs.all_machines and not retry
+        discover = inputs.all_machines and not self.options.retry_failed
         await SiteListing(
             client,
             writer,
             feed,
-            open_listing_output(files, journal, writer.sink),
+            open_listing_output(output),
             self.stopper,
             listing,
             machines=None if discover else source(client),
@@ -303,113 +333,10 @@ class Run:
             catalog=inputs.catalog if discover else "",
         ).run()
 
-    def _open_output(
-        self, plan: RunPlan | None, run_id: str
-    ) -> tuple[Journal | None, RecordSink, SessionFiles | None, ErrorLog | None]:
-        config = self.config
-        if plan is None:
-            errors = None
-            if self.options.errors_path:
-                errors = ErrorLog(Path(self.options.errors_path), staged=False)
-            assert self.streams.stdout is not None
-            return None, StreamSink(self.streams.stdout, errors), None, errors
-        journal = Journal(plan.directory)
-        if plan.state is None:
-            journal.append(
-                {
-                    "t": "start",
-                    "run_id": run_id,
-                    "version": __version__,
-                    "started_at": self.started_at,
-                    "fingerprint": run_fingerprint(config, self.options),
-                }
-            )
-        else:
-            journal.append({"t": plan.action.value, "at": self.started_at})
-        next_number = plan.state.next_file_number if plan.state else 1
-        files = SessionFiles(
-            plan.directory,
-            compress=config.output.compress,
-            max_records=config.output.max_records_per_file,
-            next_number=next_number,
-            on_commit=lambda committed: journal.record_commit(committed, utc_now()),
-        )
-        errors = ErrorLog(plan.directory / ERRORS_NAME, staged=True)
-        return journal, DirectorySink(files, errors, journal), files, errors
-
-    def _finish(
-        self,
-        plan: RunPlan | None,
-        journal: Journal | None,
-        files: SessionFiles | None,
-        errors: ErrorLog | None,
-        old_failures: list[Failure],
-        complete: bool,
-        fatal: BaseException | None,
-    ) -> RunResult:
-        """Commit what was collected, then write errors, journal end, manifest and metrics."""
+    def _report(self, exit_code: int, complete: bool, where: str) -> None:
+        """The metrics file (when asked for) and the summary on standard error."""
         stats = self.stats
-        manifest = None
-        if files is not None:
-            if isinstance(fatal, OutputError):
-                files.abandon()
-            else:
-                try:
-                    files.commit()
-                except OutputError as exc:
-                    files.abandon()
-                    fatal = fatal or exc
-        state = None
-        if journal is not None and plan is not None:
-            try:
-                journal.append(
-                    {
-                        "t": "end",
-                        "at": utc_now(),
-                        "complete": complete,
-                        "counters": {
-                            "requests": stats.requests,
-                            "retries": stats.retries,
-                            "throttled": stats.throttled,
-                            "token_requests": stats.token_requests,
-                        },
-                    }
-                )
-                journal.close()
-            except OutputError as exc:
-                fatal = fatal or exc
-            try:
-                state = read_journal(plan.directory)  # once: for the failures and the manifest
-            except OutputError as exc:
-                fatal = fatal or exc
-        failures: list[Failure] = []
-        if errors is not None:
-            committed = state.committed if state else set()
-            failures = self._final_failures(plan, errors, old_failures, committed)
-            if plan is not None:
-                kept = failures[: len(failures) - len(errors.failures)]
-                try:
-                    errors.finish(kept)
-                except OutputError as exc:
-                    fatal = fatal or exc
-            else:
-                errors.finish()
-        if state is not None and plan is not None:
-            manifest = build_manifest(
-                state=state,
-                config=self.config,
-                stats=stats,
-                complete=complete,
-                started_at=self.started_at,
-                failures=failures,
-            )
-            try:
-                write_atomic(plan.directory / MANIFEST_NAME, dump_json(manifest))
-            except OutputError as exc:
-                fatal = fatal or exc
-        exit_code = self._exit_code(fatal, len(failures) if plan else stats.machines_failed)
         duration = time.monotonic() - self.started
-        output = "standard output" if plan is None else str(plan.directory)
         if self.options.metrics_file:
             try:
                 write_metrics(
@@ -423,30 +350,10 @@ class Run:
                 log.error("%s", exc)
         print_summary(
             summary_lines(
-                stats, duration_s=duration, output=output, complete=complete, exit_code=exit_code
+                stats, duration_s=duration, output=where, complete=complete, exit_code=exit_code
             ),
             self.streams.stderr,
         )
-        if fatal is not None:
-            raise fatal
-        return RunResult(exit_code, stats, complete, output, manifest)
-
-    def _final_failures(
-        self, plan: RunPlan | None, errors: ErrorLog, old: list[Failure], committed: set[str]
-    ) -> list[Failure]:
-        """Failures still standing: earlier ones not settled by this run, then this run's."""
-        if plan is None or plan.state is None:
-            return list(errors.failures)
-        retried = {machine_key(f.machine) for f in errors.failures}
-        reread = plan.action is Action.RESUME  # the input was read again: its bad lines are new
-        kept = [
-            f
-            for f in old
-            if machine_key(f.machine) not in committed
-            and machine_key(f.machine) not in retried
-            and not (reread and f.kind is ErrorKind.INVALID_INPUT)
-        ]
-        return kept + list(errors.failures)
 
     def _exit_code(self, fatal: BaseException | None, failures: int) -> int:
         if fatal is not None:

@@ -66,6 +66,15 @@ examples:
   collector simulate --shape full --max-in-flight 6 --session-page 3 --deny machines=403
 """
 
+VERIFY_EXAMPLES = """\
+examples:
+  collector verify /data/sessions/2026-11-29
+  collector verify demo-out
+
+Run it after `collector run` and load the files only when it exits 0.
+exit codes: 0 the run is whole; 1 it is not (one line a problem)
+"""
+
 DEMO_EXAMPLES = """\
 examples:
   collector demo
@@ -109,11 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site-wide", action="store_true", help="read /cvad/manage/Sessions pages")
     p.add_argument("--out", metavar="DIR", help="output directory, or - for standard output")
     p.add_argument("--errors", metavar="PATH", help="with --out -: write failed machines here")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument(
+    # One of them at most: each says something else about the run already in --out.
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true", help="continue the run in --out")
+    existing.add_argument(
         "--retry-failed", action="store_true", help="collect again the machines of errors.ndjson"
     )
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    existing.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at most")
     p.add_argument("--rate", type=float, metavar="R", help="requests per second at most (0: none)")
     p.add_argument("--shard", metavar="K/N", help="collect only shard K of N (0 <= K < N)")
@@ -140,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_option(p)
     add_log_options(p)
     p.set_defaults(handler=cmd_check)
+
+    p = commands.add_parser(
+        "verify",
+        help="check that a finished run is whole before loading it",
+        epilog=VERIFY_EXAMPLES,
+        formatter_class=raw,
+    )
+    p.add_argument("dir", metavar="DIR", help="the output directory of a run")
+    add_log_options(p, level="WARNING")
+    p.set_defaults(handler=cmd_verify)
 
     p = commands.add_parser(
         "simulate",
@@ -277,6 +298,19 @@ def cmd_machines(args: argparse.Namespace) -> int:
     target = None if args.out == "-" else Path(args.out)
     count = anyio.run(list_machines, config, credentials, target, sys.stdout.buffer)
     print(f"{count} machines", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from collector.verify import verify_run
+
+    report = verify_run(Path(args.dir))
+    for problem in report.problems:
+        print(problem)
+    if report.problems:
+        return 1
+    files = f"{report.files} file{'' if report.files == 1 else 's'}"
+    print(f"{report.directory}: whole: {files}, {report.records} records")
     return 0
 
 

@@ -2,17 +2,23 @@
 
 `journal.ndjson` in the output directory is append-only. Its first line describes the run
 (id, start, a fingerprint of what is collected); a `commit` line is appended, flushed and
-fsynced only *after* a session file was renamed into place, and names the machines whose
-sessions that file holds. A machine is committed exactly when such a line names it, so a
-`kill -9` at any instant leaves a journal that describes only whole files. A torn last line
-(the crash came mid-append) is ignored: its file is then an orphan, deleted on resume.
-A site-wide listing (SPEC 5.5) is committed by one `listing` line naming all its files and
-machines, appended after its last file was renamed; until then all its files are orphans.
+fsynced only *after* its session files were renamed into place, and names the files and the
+machines whose sessions they hold. A machine is committed exactly when such a line names it,
+so a `kill -9` at any instant leaves a journal that describes only whole files. A site-wide
+listing (SPEC 5.5) is one such line naming all its files and machines, appended after its last
+file was renamed; until then all its files are orphans.
+
+A torn last line (the crash came mid-append: no final newline, or not JSON) commits nothing:
+its files are orphans, deleted on resume, and the journal is cut back to its last whole line
+before anything is appended. A bad line with whole lines after it is corruption, not a crash:
+reading refuses it, naming the line.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,27 +26,19 @@ from typing import Any
 import orjson
 
 from collector.errors import ConfigError, OutputError
+from collector.sinks import SessionFile, private_opener
+
+log = logging.getLogger("collector.journal")
 
 JOURNAL_NAME = "journal.ndjson"
 
-
-@dataclass(frozen=True, slots=True)
-class CommittedFile:
-    """A session file renamed into place, and the machines (keys) it holds."""
-
-    name: str | None  # None: only machines with zero sessions, no file was needed
-    records: int
-    bytes: int
-    sha256: str
-    machines: tuple[str, ...]
-
-    def to_manifest(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "records": self.records,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-        }
+# Counters a segment adds to the run's total. Any other counter (duplicates) is the largest of
+# any segment's: each --resume reads the whole list again, so it sees the same duplicates.
+ADDED_COUNTERS = frozenset(
+    {"requests", "retries", "throttled", "token_requests", "session_pages", "machine_pages"}
+)
+# The first line of each later segment: `rundir.Action` values.
+SEGMENT_STARTS = frozenset({"resume", "retry-failed"})
 
 
 @dataclass(slots=True)
@@ -51,18 +49,38 @@ class JournalState:
     started_at: str
     fingerprint: dict[str, Any]
     committed: set[str] = field(default_factory=set)
-    files: list[CommittedFile] = field(default_factory=list)
+    files: list[SessionFile] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)  # requests, retries... of ended segments
     segments: int = 0
+    complete: bool = False  # the last segment ended complete, and no other began since
+    # Where reading stopped (the whole lines): a torn tail after it is cut before appending.
+    length: int = field(default=0, compare=False)
 
     @property
     def next_file_number(self) -> int:
-        numbers = [file_number(f.name) for f in self.files if f.name]
-        return max(numbers, default=0) + 1
+        return max((file_number(f.name) for f in self.files), default=0) + 1
 
     @property
     def records(self) -> int:
         return sum(f.records for f in self.files)
+
+    def add_commit(self, files: Iterable[SessionFile], machines: Iterable[str]) -> None:
+        self.files.extend(files)
+        self.committed.update(machines)
+
+    def add_end(self, complete: bool, counters: dict[str, int]) -> None:
+        self.segments += 1
+        self.complete = complete
+        self.counters = fold_counters(self.counters, counters)
+
+
+def fold_counters(total: dict[str, int], segment: dict[str, int]) -> dict[str, int]:
+    """The run's counters once `segment` ended: added up, or the largest (see ADDED_COUNTERS)."""
+    folded = dict(total)
+    for key, value in segment.items():
+        before = folded.get(key, 0)
+        folded[key] = before + value if key in ADDED_COUNTERS else max(before, value)
+    return folded
 
 
 def file_number(name: str) -> int:
@@ -70,10 +88,102 @@ def file_number(name: str) -> int:
     return int(name.split("-", 1)[1].split(".", 1)[0])
 
 
+def commit_entry(files: Sequence[SessionFile], machines: Sequence[str], at: str) -> dict[str, Any]:
+    return {
+        "t": "commit",
+        "files": [f.to_json() for f in files],
+        "machines": list(machines),
+        "at": at,
+    }
+
+
+def commit_files(entry: dict[str, Any]) -> list[SessionFile]:
+    if "files" in entry:
+        return [session_file(f) for f in entry["files"]]
+    # Journals of 0.x name one file a commit, or none (`"file": null`) for idle machines only.
+    if entry["file"] is None:
+        return []
+    return [session_file(entry | {"name": entry["file"]})]
+
+
+def session_file(item: dict[str, Any]) -> SessionFile:
+    name = item["name"]
+    if not isinstance(name, str):
+        raise TypeError("a file name that is not a string")
+    return SessionFile(name, int(item["records"]), int(item["bytes"]), str(item["sha256"]))
+
+
+def apply_entry(state: JournalState | None, entry: Any, where: str) -> JournalState:
+    """`state` after one journal line. Raises KeyError, TypeError or ValueError on a bad line."""
+    if not isinstance(entry, dict):
+        raise TypeError("not a JSON object")
+    kind = entry.get("t")
+    if state is None:
+        if kind != "start":
+            raise ConfigError(f"{where}: not a collector journal; choose another output directory")
+        return JournalState(
+            run_id=str(entry["run_id"]),
+            started_at=str(entry["started_at"]),
+            fingerprint=dict(entry.get("fingerprint", {})),
+        )
+    if kind == "commit":
+        state.add_commit(commit_files(entry), [str(m) for m in entry["machines"]])
+    elif kind == "end":
+        counters = {str(k): int(v) for k, v in entry.get("counters", {}).items()}
+        state.add_end(bool(entry.get("complete", False)), counters)
+    elif kind in SEGMENT_STARTS:
+        state.complete = False
+    else:
+        raise ValueError(f"an entry of unknown kind {kind!r}")
+    return state
+
+
+def parse_journal(raw: bytes, path: Path) -> JournalState:
+    """The state a journal's bytes describe, its torn last line left out.
+
+    Raises `OutputError` (exit 3) if a line before the last is bad, naming the file and line;
+    `ConfigError` if the file is not a collector journal or holds no whole line.
+    """
+    lines = raw.split(b"\n")
+    # After the last newline: b"" if the journal ends whole, else the torn part of a line.
+    whole = lines[:-1]
+    torn = bool(lines[-1])  # only to tell a bad last line from a bad middle one
+    state: JournalState | None = None
+    offset = 0
+    for number, line in enumerate(whole, start=1):
+        where = f"{path}:{number}"
+        try:
+            state = apply_entry(state, orjson.loads(line), where)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            if number == len(whole) and not torn:
+                break  # the last line, cut where a newline stood: torn too
+            raise OutputError(
+                f"{where}: the journal is damaged ({describe_bad_line(exc)}) and the lines after "
+                "it cannot be trusted; keep the directory for inspection and collect into a new "
+                "--out directory"
+            ) from exc
+        offset += len(line) + 1
+        state.length = offset
+    if state is None:
+        raise ConfigError(
+            f"{path} holds no whole line (a run stopped as it began); remove it, or pass "
+            "--overwrite"
+        )
+    return state
+
+
+def describe_bad_line(exc: Exception) -> str:
+    if isinstance(exc, orjson.JSONDecodeError):
+        return "not JSON"
+    if isinstance(exc, KeyError):
+        return f"no {exc.args[0]!r} field"
+    return str(exc)
+
+
 def read_journal(directory: Path) -> JournalState | None:
     """Read the journal of `directory`, or None when there is none.
 
-    Raises `ConfigError` if the journal exists but its first line is unreadable.
+    Raises as `parse_journal` does, and `OutputError` if the journal cannot be read.
     """
     path = directory / JOURNAL_NAME
     try:
@@ -82,65 +192,30 @@ def read_journal(directory: Path) -> JournalState | None:
         return None
     except OSError as exc:
         raise OutputError(f"cannot read the journal {path}: {exc.strerror}") from exc
-    state: JournalState | None = None
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            # Only the last line can be torn by a crash; anything after it was never acknowledged.
-            break
-        kind = entry.get("t")
-        if state is None:
-            if kind != "start":
-                raise ConfigError(
-                    f"{path}:{number}: not a collector journal; choose another output directory"
-                )
-            state = JournalState(
-                run_id=entry["run_id"],
-                started_at=entry["started_at"],
-                fingerprint=entry.get("fingerprint", {}),
-            )
-        elif kind == "commit":
-            committed = CommittedFile(
-                name=entry["file"],
-                records=entry["records"],
-                bytes=entry["bytes"],
-                sha256=entry["sha256"],
-                machines=tuple(entry["machines"]),
-            )
-            state.files.append(committed)
-            state.committed.update(committed.machines)
-        elif kind == "listing":
-            read_listing(entry, state)
-        elif kind == "end":
-            state.segments += 1
-            for key, value in entry.get("counters", {}).items():
-                state.counters[key] = state.counters.get(key, 0) + int(value)
-    if state is None:
-        raise ConfigError(f"{path} is empty; remove it, or choose another output directory")
-    return state
-
-
-def read_listing(entry: dict[str, Any], state: JournalState) -> None:
-    """A site-wide listing (SPEC 5.5): its files and its machines, committed by one line."""
-    for item in entry["files"]:
-        state.files.append(
-            CommittedFile(item["file"], item["records"], item["bytes"], item["sha256"], ())
-        )
-    state.committed.update(entry["machines"])
-    for key, value in entry.get("pages", {}).items():
-        state.counters[key] = state.counters.get(key, 0) + int(value)
+    return parse_journal(raw, path)
 
 
 class Journal:
-    """Appends entries to `journal.ndjson`, each one flushed and fsynced before it returns."""
+    """Appends entries to `journal.ndjson`, each one flushed and fsynced before it returns.
 
-    def __init__(self, directory: Path) -> None:
+    It is opened at `length`, the end of the last whole line read: a torn tail is cut off
+    first, so no entry is ever glued onto a partial line.
+    """
+
+    def __init__(self, directory: Path, *, length: int = 0) -> None:
         self.path = directory / JOURNAL_NAME
         try:
-            self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the whole run
+            # Kept open for the whole run, closed by close().
+            self._file = open(self.path, "ab", opener=private_opener)  # noqa: SIM115
+            torn = self._file.tell() - length
+            if torn > 0:
+                log.warning(
+                    "%s: cutting a torn last line (%d bytes) left by an interrupted run; the "
+                    "files it named are collected again",
+                    self.path,
+                    torn,
+                )
+                self._file.truncate(length)
         except OSError as exc:
             raise OutputError(f"cannot write the journal {self.path}: {exc.strerror}") from exc
 
@@ -152,35 +227,8 @@ class Journal:
         except OSError as exc:
             raise OutputError(f"cannot write the journal {self.path}: {exc.strerror}") from exc
 
-    def record_commit(self, committed: CommittedFile, at: str) -> None:
-        self.append(
-            {
-                "t": "commit",
-                "file": committed.name,
-                "records": committed.records,
-                "bytes": committed.bytes,
-                "sha256": committed.sha256,
-                "machines": list(committed.machines),
-                "at": at,
-            }
-        )
-
-    def record_listing(
-        self, files: list[CommittedFile], machines: list[str], pages: dict[str, int], at: str
-    ) -> None:
-        """Commit a whole site-wide listing: its renamed files and every machine it collected."""
-        self.append(
-            {
-                "t": "listing",
-                "files": [
-                    {"file": f.name, "records": f.records, "bytes": f.bytes, "sha256": f.sha256}
-                    for f in files
-                ],
-                "machines": machines,
-                "pages": pages,
-                "at": at,
-            }
-        )
-
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as exc:
+            raise OutputError(f"cannot write the journal {self.path}: {exc.strerror}") from exc

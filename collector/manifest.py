@@ -1,13 +1,14 @@
-"""The run's manifest: counts and checksums of the whole run, from the journal on disk."""
+"""The run's manifest: counts and checksums of the whole run, every segment of it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from collector import __version__
 from collector.config import Config, Mode, public_dict
 from collector.journal import JournalState
-from collector.models import Failure, RunStats
+from collector.models import Failure
 from collector.pipeline import utc_now
 from collector.redact import redact_values
 
@@ -16,12 +17,13 @@ def build_manifest(
     *,
     state: JournalState,
     config: Config,
-    stats: RunStats,
-    complete: bool,
-    started_at: str,
-    failures: list[Failure],
+    segment_started_at: str,
+    failures: Sequence[Failure],
 ) -> dict[str, Any]:
-    """The manifest of the whole run (every segment), from its journal as read back."""
+    """The manifest of the whole run, from the journal's state once the last segment ended.
+
+    Every count covers every segment: `state.counters` folds them (`journal.fold_counters`).
+    """
     failed: dict[str, int] = {}
     for failure in failures:
         failed[failure.kind.value] = failed.get(failure.kind.value, 0) + 1
@@ -29,23 +31,23 @@ def build_manifest(
         "run_id": state.run_id,
         "version": __version__,
         "started_at": state.started_at,
-        "segment_started_at": started_at,
+        "segment_started_at": segment_started_at,
         "finished_at": utc_now(),
-        "complete": complete,
+        "complete": state.complete,
         "mode": config.collect.mode.value,
         "config": redact_values(public_dict(config)),  # a secret in a URL, say
         "counts": {
             "machines_total": len(state.committed) + sum(failed.values()),
             "machines_ok": len(state.committed),
             "machines_failed": failed,
-            "duplicates_dropped": stats.duplicates,
+            "duplicates_dropped": state.counters.get("duplicates", 0),
             "sessions": state.records,
             "requests": state.counters.get("requests", 0),
             "retries": state.counters.get("retries", 0),
             "throttled": state.counters.get("throttled", 0),
             "segments": state.segments,
         },
-        "files": [f.to_manifest() for f in state.files if f.name],
+        "files": [f.to_json() for f in state.files],
     }
     if config.collect.mode is Mode.SITE_WIDE:
         # The page calls of the committed listings (SPEC 5.5); the requests count them too.

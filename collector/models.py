@@ -145,6 +145,8 @@ class RunStats:
     retries: int = 0
     throttled: int = 0  # 429 answers
     token_requests: int = 0
+    session_pages: int = 0  # site-wide mode: pages of /cvad/manage/Sessions read
+    machine_pages: int = 0  # site-wide mode: pages of the machine listing read
     current_rate: float = 0.0
     current_window: int = 0
     discovery_done: bool = True  # False while the machine list is still streaming in

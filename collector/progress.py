@@ -48,21 +48,20 @@ class RateMeter:
 
 @dataclass(slots=True)
 class ListingProgress:
-    """How far a site-wide listing is (SPEC 5.5): pages read, sessions seen of those expected.
+    """How far a site-wide listing is (SPEC 5.5): sessions seen of those expected (the pages
+    read are `RunStats` counters, journaled with the run's other counts).
 
     `sessions_expected` is the sum of the machines' `SessionCount` from the machine listing
     (or a page's `TotalItems`), None until known: it gives the bar its total and its ETA.
     """
 
-    machine_pages: int = 0
-    session_pages: int = 0
     sessions_seen: int = 0
     sessions_expected: int | None = None
 
-    def text(self) -> str:
+    def text(self, stats: RunStats) -> str:
         of = f"/{self.sessions_expected}" if self.sessions_expected is not None else ""
         return (
-            f"pages {self.session_pages} of sessions and {self.machine_pages} of machines, "
+            f"pages {stats.session_pages} of sessions and {stats.machine_pages} of machines, "
             f"sessions listed {self.sessions_seen}{of}"
         )
 
@@ -90,7 +89,7 @@ class ProgressReporter:
         s = self.stats
         total = self.total()
         of = f"/{total}" if total is not None else ""
-        pages = f"{self.listing.text()}, " if self.listing is not None else ""
+        pages = f"{self.listing.text(self.stats)}, " if self.listing is not None else ""
         return (
             f"{pages}machines {s.machines_done}{of} (ok {s.machines_ok}, "
             f"failed {s.machines_failed}), sessions {s.sessions}, requests {s.requests} "

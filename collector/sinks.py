@@ -4,8 +4,10 @@ The commit protocol (SPEC 6.1, 6.3): a session file is written as `NAME.part`; o
 is flushed, fsynced and closed, renamed to `NAME`, the directory is fsynced, and only then is
 the journal told which machines it holds. A name without `.part` is therefore always a whole
 file, and a machine is never split across two files (rotation happens between machines), so
-re-collecting an uncommitted machine cannot duplicate a committed record.
+re-collecting an uncommitted machine cannot duplicate a committed record. `SessionFiles`
+renames files as they fill; its user decides when a commit names them (`CommitLog`).
 
+Every file is created private (`PRIVATE_MODE`, whatever the umask): records hold personal data.
 Every OSError becomes an `OutputError` naming the path: a full disk or an unwritable directory
 stops the run (exit 3) while every committed file stays whole.
 """
@@ -17,21 +19,54 @@ import errno
 import gzip
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
 from collector.config import Compression
 from collector.errors import OutputError
-from collector.journal import CommittedFile, Journal
 from collector.models import Failure
 from collector.redact import redact
 
 PART = ".part"
 ERRORS_NAME = "errors.ndjson"
 MANIFEST_NAME = "manifest.json"
+# Records hold user names and client addresses: never grant anything to others.
+PRIVATE_MODE = 0o660
+
+
+def private_opener(path: str, flags: int) -> int:
+    """`open(..., opener=private_opener)`: create the file at most `PRIVATE_MODE`.
+
+    A file that already exists (a leftover of an older version) loses any bit beyond it too.
+    """
+    fd = os.open(path, flags, PRIVATE_MODE)
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    if mode & ~PRIVATE_MODE:
+        os.fchmod(fd, mode & PRIVATE_MODE)
+    return fd
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFile:
+    """A session file renamed into place: what the journal and the manifest say of it."""
+
+    name: str
+    records: int
+    bytes: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "records": self.records,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
 
 
 def describe_os_error(exc: OSError, path: Path | str) -> str:
@@ -59,7 +94,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write `path` whole or not at all: a temporary file, fsync, rename, fsync the directory."""
     temp = path.with_name(path.name + PART)
     try:
-        with open(temp, "wb") as handle:
+        with open(temp, "wb", opener=private_opener) as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -94,62 +129,51 @@ def session_file_name(number: int, compress: Compression) -> str:
 
 
 class SessionFiles:
-    """Rotated `sessions-NNNNN.ndjson[.gz]` files in `directory`, committed one by one.
+    """Rotated `sessions-NNNNN.ndjson[.gz]` files in `directory`, renamed into place one by one.
 
-    `add` takes one machine's records; a file rotates once it holds `max_records` or more,
-    between machines. `on_commit` is called after each rename (the journal append).
+    `write` appends records to the open `.part` file; `finish_file` makes it final and says
+    what it holds. It knows nothing of machines: which ones a file holds is the caller's to
+    commit, so a unit of work may span one file (a machine) or several (a site-wide listing).
     """
 
     def __init__(
-        self,
-        directory: Path,
-        *,
-        compress: Compression,
-        max_records: int,
-        next_number: int,
-        on_commit: Callable[[CommittedFile], None],
+        self, directory: Path, *, compress: Compression, max_records: int, next_number: int
     ) -> None:
         self.directory = directory
         self.compress = compress
         self.max_records = max_records
         self.number = next_number
-        self.on_commit = on_commit
         self._raw: BinaryIO | None = None
         self._hashing: HashingWriter | None = None
         self._gzip: gzip.GzipFile | None = None
         self._records = 0
-        self._machines: list[str] = []
 
     @property
     def current_name(self) -> str:
         return session_file_name(self.number, self.compress)
 
-    def add(self, machine_key: str, data: bytes, records: int) -> None:
-        """Append one machine's records (`records` lines in `data`; none for an idle machine)."""
-        if records:
-            if self._hashing is None:
-                self._open()
-            try:
-                (self._gzip or self._hashing).write(data)  # type: ignore[union-attr]  # opened above
-            except OSError as exc:
-                raise OutputError(describe_os_error(exc, self._part_path())) from exc
-            self._records += records
-        self._machines.append(machine_key)
-        if self._records >= self.max_records:
-            self.commit()
+    @property
+    def is_full(self) -> bool:
+        """The open file holds `max_records` or more: finish it before the next unit of work."""
+        return self._records >= self.max_records
 
-    def commit(self) -> None:
-        """Make the current file final and durable, then report it.
-
-        Machines with no sessions need no file: they are reported with `name=None`.
-        """
-        if not self._machines:
+    def write(self, data: bytes, records: int) -> None:
+        """Append `records` lines (`data`) to the open file, opening one if needed."""
+        if not records:
             return
         if self._hashing is None:
-            self.on_commit(CommittedFile(None, 0, 0, "", tuple(self._machines)))
-            self._machines = []
-            return
-        assert self._raw is not None and self._hashing is not None
+            self._open()
+        try:
+            (self._gzip or self._hashing).write(data)  # type: ignore[union-attr]  # opened above
+        except OSError as exc:
+            raise OutputError(describe_os_error(exc, self._part_path())) from exc
+        self._records += records
+
+    def finish_file(self) -> SessionFile | None:
+        """Make the open file final and durable (renamed, directory fsynced); None if none open."""
+        if self._hashing is None:
+            return None
+        assert self._raw is not None
         part, final = self._part_path(), self.directory / self.current_name
         try:
             if self._gzip is not None:
@@ -161,21 +185,19 @@ class SessionFiles:
             fsync_directory(self.directory)
         except OSError as exc:
             raise OutputError(describe_os_error(exc, final)) from exc
-        committed = CommittedFile(
+        finished = SessionFile(
             name=final.name,
             records=self._records,
             bytes=self._hashing.bytes,
             sha256=self._hashing.sha.hexdigest(),
-            machines=tuple(self._machines),
         )
         self._raw = self._hashing = self._gzip = None
         self._records = 0
-        self._machines = []
         self.number += 1
-        self.on_commit(committed)
+        return finished
 
     def abandon(self) -> None:
-        """Close the open `.part` without committing it (a fatal error; resume deletes it)."""
+        """Close the open `.part` without renaming it (a fatal error; resume deletes it)."""
         # The file is abandoned: a failed close loses nothing committed.
         with contextlib.suppress(OSError):
             if self._gzip is not None:
@@ -184,6 +206,7 @@ class SessionFiles:
             if self._raw is not None:
                 self._raw.close()
         self._raw = self._hashing = self._gzip = None
+        self._records = 0
 
     def _part_path(self) -> Path:
         return self.directory / (self.current_name + PART)
@@ -191,7 +214,8 @@ class SessionFiles:
     def _open(self) -> None:
         path = self._part_path()
         try:
-            self._raw = open(path, "wb")  # noqa: SIM115 - closed by commit()/abandon()
+            # Closed by finish_file() or abandon().
+            self._raw = open(path, "wb", opener=private_opener)  # noqa: SIM115
         except OSError as exc:
             raise OutputError(describe_os_error(exc, path)) from exc
         self._hashing = HashingWriter(self._raw)
@@ -232,7 +256,8 @@ class ErrorLog:
         self.staged = staged
         self._target = path.with_name(path.name + PART) if staged else path
         try:
-            self._file = open(self._target, "wb")  # noqa: SIM115 - closed by finish()
+            # Closed by finish().
+            self._file = open(self._target, "wb", opener=private_opener)  # noqa: SIM115
         except OSError as exc:
             raise OutputError(describe_os_error(exc, self._target)) from exc
         self.failures: list[Failure] = []
@@ -247,7 +272,10 @@ class ErrorLog:
 
     def finish(self, kept: Iterable[Failure] = ()) -> None:
         """Close the log; for a staged log, write `errors.ndjson` = `kept` + this run's failures."""
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as exc:
+            raise OutputError(describe_os_error(exc, self._target)) from exc
         if not self.staged:
             return
         every = [*kept, *self.failures]
@@ -274,22 +302,41 @@ def dump_json(data: Any) -> bytes:
     return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
-class DirectorySink:
-    """Records to rotated files committed through the journal; failures to the error log."""
+class CommitLog(Protocol):
+    """**Protocol:** where a unit of work is committed once its files are renamed (the journal)."""
 
-    def __init__(self, files: SessionFiles, errors: ErrorLog, journal: Journal) -> None:
+    def commit(self, files: Sequence[SessionFile], machines: Sequence[str]) -> None: ...
+
+
+class DirectorySink:
+    """One machine's records at a time to rotated files; each file's machines committed with it.
+
+    A file is finished between machines once full; idle machines are committed with the next
+    file, or with no file at all at the end.
+    """
+
+    def __init__(self, files: SessionFiles, errors: ErrorLog, log: CommitLog) -> None:
         self.files = files
         self.errors = errors
-        self.journal = journal
+        self.log = log
+        self._machines: list[str] = []  # written since the last commit
 
     def write_sessions(self, machine_key: str, data: bytes, records: int) -> None:
-        self.files.add(machine_key, data, records)
+        self.files.write(data, records)
+        self._machines.append(machine_key)
+        if self.files.is_full:
+            self.flush()
 
     def write_failure(self, failure: Failure) -> None:
         self.errors.add(failure)
 
     def flush(self) -> None:
-        self.files.commit()
+        """Finish the open file and commit its machines."""
+        if not self._machines:
+            return
+        finished = self.files.finish_file()
+        self.log.commit([finished] if finished else [], self._machines)
+        self._machines = []
 
 
 class StreamSink:

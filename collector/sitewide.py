@@ -4,7 +4,7 @@ One listing is one unit of work. The machine list is read into a `MachineIndex` 
 and names, never records); the machine listing (`/cvad/manage/Machines`, paged) tells which
 listed machines the site has; then every page of `/cvad/manage/Sessions` is matched against
 the index and its kept sessions stream into `.part` files, renamed as they fill. After the
-last page, one journal line (`listing`) commits every file and every machine at once.
+last page, one journal `commit` line commits every file and every machine at once.
 
 Until that line exists nothing of the listing counts: a stop, a failed page or a fatal error
 deletes the listing's files at once, and after a `kill -9` `--resume` deletes them as orphans
@@ -21,12 +21,12 @@ from typing import Any, Protocol
 
 from collector.errors import ApiError, ConfigError
 from collector.feed import MachineFeed
-from collector.journal import CommittedFile, Journal
 from collector.matching import MachineIndex, listed_name
 from collector.models import ErrorKind, Failed, Failure, InvalidLine, Machine, machine_key
 from collector.pipeline import RecordSink, Stopper, Writer, utc_now
 from collector.progress import ListingProgress
-from collector.sinks import PART, SessionFiles
+from collector.rundir import RunLedger
+from collector.sinks import PART, SessionFile
 
 log = logging.getLogger("collector.sitewide")
 
@@ -52,7 +52,7 @@ class ListingOutput(Protocol):
 
     def add(self, key: str, data: bytes, records: int) -> None: ...
 
-    def commit(self, machines: list[str], pages: dict[str, int]) -> None: ...
+    def commit(self, machines: list[str]) -> None: ...
 
     def discard(self) -> None: ...
 
@@ -60,41 +60,41 @@ class ListingOutput(Protocol):
 class ListingFiles:
     """A listing's session files: renamed as they fill, journaled together by `commit`.
 
-    The files are numbered on from the run's `SessionFiles`, which is told the next free
-    number once the listing is committed (nothing else of it is touched).
+    The listing writes through the run's own `SessionFiles`, so numbering goes on from the
+    run's files; only the journal line waits for the listing's end (`RunLedger.commit`).
     """
 
-    def __init__(self, run_files: SessionFiles, journal: Journal) -> None:
-        self.run_files = run_files
-        self.journal = journal
-        self.renamed: list[CommittedFile] = []
-        self.files = SessionFiles(
-            run_files.directory,
-            compress=run_files.compress,
-            max_records=run_files.max_records,
-            next_number=run_files.number,
-            on_commit=self.renamed.append,  # renamed, not yet journaled
-        )
+    def __init__(self, ledger: RunLedger) -> None:
+        self.ledger = ledger
+        self.files = ledger.files
+        self.renamed: list[SessionFile] = []  # renamed, not yet journaled
 
     def add(self, key: str, data: bytes, records: int) -> None:
-        self.files.add(key, data, records)
+        self.files.write(data, records)
+        if self.files.is_full:
+            self._finish_file()
 
-    def commit(self, machines: list[str], pages: dict[str, int]) -> None:
+    def commit(self, machines: list[str]) -> None:
         """Rename the last file, then commit the whole listing with one journal line."""
-        self.files.commit()
-        self.journal.record_listing(self.renamed, machines, pages, utc_now())
-        self.run_files.number = self.files.number
+        self._finish_file()
+        self.ledger.commit(self.renamed, machines)
+        self.renamed = []
 
     def discard(self) -> None:
         """Delete the listing's files: the open `.part` and those renamed but not journaled."""
         self.files.abandon()
         directory = self.files.directory
         paths = [directory / (self.files.current_name + PART)]
-        paths += [directory / f.name for f in self.renamed if f.name]
+        paths += [directory / f.name for f in self.renamed]
         for path in paths:
             with contextlib.suppress(OSError):  # whatever is left, --resume deletes
                 path.unlink()
         self.renamed = []
+
+    def _finish_file(self) -> None:
+        finished = self.files.finish_file()
+        if finished is not None:
+            self.renamed.append(finished)
 
 
 class ListingStream:
@@ -106,19 +106,25 @@ class ListingStream:
     def add(self, key: str, data: bytes, records: int) -> None:
         self.sink.write_sessions(key, data, records)
 
-    def commit(self, machines: list[str], pages: dict[str, int]) -> None:
+    def commit(self, machines: list[str]) -> None:
         self.sink.flush()
 
     def discard(self) -> None:
         """Nothing to take back: a stream has no journal, so such a run is never resumed."""
 
 
-def open_listing_output(
-    files: SessionFiles | None, journal: Journal | None, sink: RecordSink
-) -> ListingOutput:
-    if files is not None and journal is not None:
-        return ListingFiles(files, journal)
-    return ListingStream(sink)
+class RunSink(Protocol):
+    """**Protocol:** a run's output, as the listing sees it (`app.RunOutput`)."""
+
+    @property
+    def sink(self) -> RecordSink: ...
+
+
+def open_listing_output(output: RunSink) -> ListingOutput:
+    """The listing's files in a directory run, else the run's stream (`--out -`)."""
+    if isinstance(output, RunLedger):
+        return ListingFiles(output)
+    return ListingStream(output.sink)
 
 
 def check_fields(fields: tuple[str, ...]) -> None:
@@ -243,7 +249,7 @@ class SiteListing:
         self.stats.discovery_done = False
         expected = 0
         async for page in pages:
-            self.progress.machine_pages += 1
+            self.stats.machine_pages += 1
             for listed in page:
                 entries = self._discovered(listed) if self.discovering else None
                 if entries is None:
@@ -270,7 +276,7 @@ class SiteListing:
         index, writer = self.index, self.writer
         async for page in self.client.site_sessions():
             collected_at = utc_now()
-            self.progress.session_pages += 1
+            self.stats.session_pages += 1
             self.progress.sessions_seen += len(page)
             kept: dict[int, list[dict[str, Any]]] = {}
             for session in page:
@@ -292,11 +298,7 @@ class SiteListing:
     def _commit(self) -> None:
         index = self.index
         machines = [machine_key(index.names[entry]) for entry in index.present()]
-        pages = {
-            "session_pages": self.progress.session_pages,
-            "machine_pages": self.progress.machine_pages,
-        }
-        self.output.commit(machines, pages)
+        self.output.commit(machines)
         self.stats.machines_ok += len(machines)
 
     def _machine(self, entry: int) -> Machine:

@@ -1,8 +1,14 @@
-"""The composition root's pure parts: feeding machines, planning retries, collapsing errors."""
+"""The composition root's pure parts: feeding machines, planning retries, collapsing errors.
+
+And the run's flags as the command line takes them.
+"""
 
 from __future__ import annotations
 
+import pytest
+
 from collector.app import collapse
+from collector.cli import main
 from collector.errors import ApiError, AuthError
 from collector.feed import MachineFeed, retry_machines
 from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats, key_digest
@@ -66,3 +72,22 @@ def test_collapse_prefers_the_fatal_error() -> None:
     fatal = AuthError("refused")
 
     assert collapse(BaseExceptionGroup("g", [api, ExceptionGroup("h", [fatal])])) is fatal
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        pytest.param(["--resume", "--overwrite"], id="resume-overwrite"),
+        pytest.param(["--retry-failed", "--overwrite"], id="retry-overwrite"),
+        pytest.param(["--resume", "--retry-failed"], id="resume-retry"),
+    ],
+)
+def test_run_directory_flags_are_mutually_exclusive(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two of --resume, --retry-failed, --overwrite are a usage error (exit 2) naming both."""
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--out", "out", *flags])
+
+    assert exited.value.code == 2
+    assert f"argument {flags[1]}: not allowed with argument {flags[0]}" in capsys.readouterr().err

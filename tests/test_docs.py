@@ -12,7 +12,7 @@ from collector.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
-COMMANDS = ("run", "machines", "check", "simulate", "demo")
+COMMANDS = ("run", "machines", "check", "verify", "simulate", "demo")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

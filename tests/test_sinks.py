@@ -1,151 +1,187 @@
-"""Session files committed by rename, the journal, and the error log."""
+"""Session files renamed as they fill, the per-machine sink's commits, and the error log."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from collector.config import Compression
-from collector.errors import ConfigError, OutputError
-from collector.journal import CommittedFile, Journal, read_journal
+from collector.errors import OutputError
 from collector.models import ErrorKind, Failure
-from collector.sinks import ErrorLog, SessionFiles, read_errors, write_atomic
+from collector.sinks import (
+    DirectorySink,
+    ErrorLog,
+    SessionFile,
+    SessionFiles,
+    read_errors,
+    write_atomic,
+)
 
 
 def lines(n: int, tag: str = "m") -> bytes:
     return b"".join(orjson.dumps({"i": i, "m": tag}) + b"\n" for i in range(n))
 
 
-def make_files(tmp_path: Path, *, max_records: int = 5, compress: Compression = Compression.NONE):
-    commits: list[CommittedFile] = []
-    seen_on_disk: list[list[str]] = []
+def make_files(
+    tmp_path: Path, *, max_records: int = 5, compress: Compression = Compression.NONE
+) -> SessionFiles:
+    return SessionFiles(tmp_path, compress=compress, max_records=max_records, next_number=1)
 
-    def on_commit(committed: CommittedFile) -> None:
-        commits.append(committed)
-        seen_on_disk.append(sorted(p.name for p in tmp_path.iterdir()))
 
-    files = SessionFiles(
-        tmp_path, compress=compress, max_records=max_records, next_number=1, on_commit=on_commit
-    )
-    return files, commits, seen_on_disk
+class FakeCommitLog:
+    """Records each commit with the directory listing at that moment."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.commits: list[tuple[list[SessionFile], list[str]]] = []
+        self.seen_on_disk: list[list[str]] = []
+
+    def commit(self, files: Sequence[SessionFile], machines: Sequence[str]) -> None:
+        self.commits.append((list(files), list(machines)))
+        self.seen_on_disk.append(sorted(p.name for p in self.directory.iterdir()))
+
+
+@pytest.fixture
+def make_sink(tmp_path: Path) -> Iterator[Callable[[int], tuple[DirectorySink, FakeCommitLog]]]:
+    """A factory of per-machine sinks over `tmp_path`; their error logs are closed after."""
+    logs: list[ErrorLog] = []
+
+    def make(max_records: int) -> tuple[DirectorySink, FakeCommitLog]:
+        logs.append(ErrorLog(tmp_path / "errors.ndjson", staged=False))
+        commits = FakeCommitLog(tmp_path)
+        return DirectorySink(
+            make_files(tmp_path, max_records=max_records), logs[-1], commits
+        ), commits
+
+    yield make
+    for errors in logs:
+        errors.finish()
+
+
+def names(commits: list[tuple[list[SessionFile], list[str]]]) -> list[tuple[list[str], list[str]]]:
+    return [([f.name for f in files], machines) for files, machines in commits]
 
 
 class TestSessionFiles:
-    def test_file_is_part_until_committed(self, tmp_path: Path) -> None:
-        """Records go to NAME.part; the final name appears only at commit, before the callback."""
-        files, commits, seen = make_files(tmp_path, max_records=100)
+    def test_file_is_part_until_finished(self, tmp_path: Path) -> None:
+        """Records go to NAME.part; the final name appears only when the file is finished."""
+        files = make_files(tmp_path, max_records=100)
 
-        files.add("a", lines(3), 3)
+        files.write(lines(3), 3)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions-00001.ndjson.part"]
 
-        files.commit()
-        assert seen == [["sessions-00001.ndjson"]]
-        assert commits[0].name == "sessions-00001.ndjson"
-        assert commits[0].records == 3
-        assert commits[0].machines == ("a",)
-
-    def test_rotation_happens_between_machines(self, tmp_path: Path) -> None:
-        """A machine's records never span two files; a file may pass the limit by one machine."""
-        files, commits, _ = make_files(tmp_path, max_records=5)
-
-        files.add("a", lines(3, "a"), 3)
-        files.add("b", lines(4, "b"), 4)  # 7 >= 5: rotate after b
-        files.add("c", lines(2, "c"), 2)
-        files.commit()
-
-        assert [(c.name, c.records, c.machines) for c in commits] == [
-            ("sessions-00001.ndjson", 7, ("a", "b")),
-            ("sessions-00002.ndjson", 2, ("c",)),
-        ]
-        second = (tmp_path / "sessions-00002.ndjson").read_bytes().splitlines()
-        assert {orjson.loads(line)["m"] for line in second} == {"c"}
+        finished = files.finish_file()
+        assert finished is not None and finished.name == "sessions-00001.ndjson"
+        assert finished.records == 3
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions-00001.ndjson"]
 
     def test_checksum_and_size_match_the_file(self, tmp_path: Path) -> None:
         """The sha256 and byte count reported are those of the bytes on disk."""
-        files, commits, _ = make_files(tmp_path, max_records=100)
-        files.add("a", lines(10), 10)
-        files.commit()
+        files = make_files(tmp_path, max_records=100)
+        files.write(lines(10), 10)
+        finished = files.finish_file()
 
         data = (tmp_path / "sessions-00001.ndjson").read_bytes()
-        assert commits[0].sha256 == hashlib.sha256(data).hexdigest()
-        assert commits[0].bytes == len(data)
+        assert finished == SessionFile(
+            "sessions-00001.ndjson", 10, len(data), hashlib.sha256(data).hexdigest()
+        )
 
     def test_gzip_files_decompress_to_the_records(self, tmp_path: Path) -> None:
         """With compress = gzip the file is .ndjson.gz and its checksum covers the gzip bytes."""
-        files, commits, _ = make_files(tmp_path, max_records=100, compress=Compression.GZIP)
-        files.add("a", lines(4), 4)
-        files.commit()
+        files = make_files(tmp_path, max_records=100, compress=Compression.GZIP)
+        files.write(lines(4), 4)
+        finished = files.finish_file()
 
         path = tmp_path / "sessions-00001.ndjson.gz"
         assert gzip.decompress(path.read_bytes()) == lines(4)
-        assert commits[0].sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert finished is not None
+        assert finished.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
-    def test_idle_machines_need_no_file(self, tmp_path: Path) -> None:
-        """Machines without sessions are committed with no file at all."""
-        files, commits, _ = make_files(tmp_path)
-        files.add("idle", b"", 0)
-        files.commit()
+    def test_nothing_written_finishes_no_file(self, tmp_path: Path) -> None:
+        """With no records written there is no file to finish."""
+        files = make_files(tmp_path)
+        files.write(b"", 0)
 
-        assert commits == [CommittedFile(None, 0, 0, "", ("idle",))]
+        assert files.finish_file() is None
         assert list(tmp_path.iterdir()) == []
+
+    def test_files_are_private_under_umask_022(self, tmp_path: Path) -> None:
+        """A session file grants nothing to others, whatever the umask."""
+        old = os.umask(0o022)
+        try:
+            files = make_files(tmp_path)
+            files.write(lines(1), 1)
+            files.finish_file()
+        finally:
+            os.umask(old)
+
+        mode = stat.S_IMODE((tmp_path / "sessions-00001.ndjson").stat().st_mode)
+        assert mode & 0o007 == 0
+        assert mode & ~0o660 == 0
 
     def test_unwritable_directory_names_the_path(self, tmp_path: Path) -> None:
         """A directory that cannot hold the file gives an OutputError naming the path."""
         not_a_dir = tmp_path / "file"
         not_a_dir.write_text("x")
-        files = SessionFiles(
-            not_a_dir, compress=Compression.NONE, max_records=5, next_number=1, on_commit=print
-        )
+        files = make_files(not_a_dir)
 
         with pytest.raises(OutputError, match=r"sessions-00001\.ndjson\.part"):
-            files.add("a", lines(1), 1)
+            files.write(lines(1), 1)
 
 
-class TestJournal:
-    def test_commits_read_back(self, tmp_path: Path) -> None:
-        """Committed machines and files are read back, and numbering continues after them."""
-        journal = Journal(tmp_path)
-        journal.append({"t": "start", "run_id": "r1", "started_at": "t0", "fingerprint": {"a": 1}})
-        journal.record_commit(CommittedFile("sessions-00001.ndjson", 3, 30, "h", ("a", "b")), "t1")
-        journal.record_commit(CommittedFile(None, 0, 0, "", ("c",)), "t2")
-        journal.close()
+class TestDirectorySink:
+    def test_a_file_is_committed_with_its_machines_after_the_rename(self, make_sink: Any) -> None:
+        """The commit names the renamed file and its machines; no .part is left at that moment."""
+        sink, log = make_sink(100)
 
-        state = read_journal(tmp_path)
+        sink.write_sessions("a", lines(3), 3)
+        sink.flush()
 
-        assert state is not None
-        assert state.run_id == "r1"
-        assert state.committed == {"a", "b", "c"}
-        assert state.next_file_number == 2
-        assert state.records == 3
+        assert names(log.commits) == [(["sessions-00001.ndjson"], ["a"])]
+        assert log.seen_on_disk == [["errors.ndjson", "sessions-00001.ndjson"]]
 
-    def test_a_torn_last_line_is_ignored(self, tmp_path: Path) -> None:
-        """A crash mid-append leaves a partial line, which commits nothing."""
-        journal = Journal(tmp_path)
-        journal.append({"t": "start", "run_id": "r1", "started_at": "t0", "fingerprint": {}})
-        journal.record_commit(CommittedFile("sessions-00001.ndjson", 1, 5, "h", ("a",)), "t1")
-        journal.close()
-        with open(tmp_path / "journal.ndjson", "ab") as handle:
-            handle.write(b'{"t":"commit","file":"sessions-00002.ndjson","machines":["b"')
+    def test_rotation_happens_between_machines(self, tmp_path: Path, make_sink: Any) -> None:
+        """A machine's records never span two files; a file may pass the limit by one machine."""
+        sink, log = make_sink(5)
 
-        state = read_journal(tmp_path)
+        sink.write_sessions("a", lines(3, "a"), 3)
+        sink.write_sessions("b", lines(4, "b"), 4)  # 7 >= 5: rotate after b
+        sink.write_sessions("c", lines(2, "c"), 2)
+        sink.flush()
 
-        assert state is not None
-        assert state.committed == {"a"}
+        assert names(log.commits) == [
+            (["sessions-00001.ndjson"], ["a", "b"]),
+            (["sessions-00002.ndjson"], ["c"]),
+        ]
+        second = (tmp_path / "sessions-00002.ndjson").read_bytes().splitlines()
+        assert {orjson.loads(line)["m"] for line in second} == {"c"}
 
-    def test_a_foreign_file_is_refused(self, tmp_path: Path) -> None:
-        """A journal.ndjson that is not ours is an error naming the file."""
-        (tmp_path / "journal.ndjson").write_bytes(b'{"hello": 1}\n')
+    def test_idle_machines_are_committed_without_a_file(
+        self, tmp_path: Path, make_sink: Any
+    ) -> None:
+        """Machines without sessions are committed with no file at all."""
+        sink, log = make_sink(5)
 
-        with pytest.raises(ConfigError, match=r"journal\.ndjson:1: not a collector journal"):
-            read_journal(tmp_path)
+        sink.write_sessions("idle", b"", 0)
+        sink.flush()
 
-    def test_no_journal_is_none(self, tmp_path: Path) -> None:
-        """A directory without a journal holds no run."""
-        assert read_journal(tmp_path) is None
+        assert log.commits == [([], ["idle"])]
+        assert [p.name for p in tmp_path.iterdir()] == ["errors.ndjson"]
+
+    def test_flush_with_nothing_written_commits_nothing(self, make_sink: Any) -> None:
+        """A flush after the last commit journals no empty line."""
+        sink, log = make_sink(5)
+        sink.flush()
+
+        assert log.commits == []
 
 
 def failure(machine: str, kind: ErrorKind = ErrorKind.NOT_FOUND) -> Failure:

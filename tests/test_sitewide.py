@@ -12,16 +12,16 @@ import anyio.lowlevel
 import orjson
 import pytest
 
-from collector.config import Compression
+from collector.config import Config, OutputConfig
 from collector.errors import ApiError, ConfigError
 from collector.feed import MachineFeed
 from collector.flatten import make_flattener, make_record_encoder
-from collector.journal import Journal, read_journal
+from collector.journal import read_journal
 from collector.models import ErrorKind, Failure, Machine, RunStats
 from collector.pipeline import Stopper, Writer
 from collector.progress import ListingProgress, ProgressReporter
-from collector.rundir import remove_leftovers
-from collector.sinks import PART, SessionFiles
+from collector.rundir import RunLedger, plan_run, run_files
+from collector.sinks import PART
 from collector.sitewide import ListingFiles, SiteListing, check_fields
 
 
@@ -82,6 +82,14 @@ class MemorySink:
         pass
 
 
+CONFIG = Config(output=OutputConfig(max_records_per_file=3))
+
+
+def open_ledger(directory: Path, *, resume: bool = False) -> RunLedger:
+    plan = plan_run(directory, resume=resume, retry_failed=False, overwrite=False, fingerprint={})
+    return RunLedger.open(plan, config=CONFIG, started_at="t")
+
+
 @dataclass
 class Harness:
     directory: Path
@@ -90,15 +98,8 @@ class Harness:
     progress: ListingProgress = field(default_factory=ListingProgress)
 
     def __post_init__(self) -> None:
-        self.journal = Journal(self.directory)
-        self.journal.append({"t": "start", "run_id": "r", "started_at": "t", "fingerprint": {}})
-        self.files = SessionFiles(
-            self.directory,
-            compress=Compression.NONE,
-            max_records=3,
-            next_number=1,
-            on_commit=lambda f: self.journal.record_commit(f, "t"),
-        )
+        self.ledger = open_ledger(self.directory)
+        self.files = self.ledger.files
 
     def listing(self, site: FakeSite, machines: list[str] | None, **kw: Any) -> SiteListing:
         encode = make_record_encoder(make_flattener(), run_id="r", site_id="site")
@@ -107,7 +108,7 @@ class Harness:
             site,
             Writer(self.sink, encode, self.stats),
             feed,
-            ListingFiles(self.files, self.journal),
+            ListingFiles(self.ledger),
             Stopper(grace=1),
             self.progress,
             machines=None
@@ -118,7 +119,8 @@ class Harness:
 
     def close(self) -> None:
         self.files.abandon()
-        self.journal.close()
+        self.ledger.errors.finish()
+        self.ledger.journal.close()
 
     def records(self) -> list[dict[str, Any]]:
         out = []
@@ -136,13 +138,13 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
 
 
 async def test_a_listing_is_committed_by_one_journal_line(tmp_path: Path, harness: Harness) -> None:
-    """Files rotate as they fill, and a single `listing` line names them and every machine."""
+    """Files rotate as they fill, and a single `commit` line names them and every machine."""
     h, site = harness, FakeSite()
 
     await h.listing(site, ["corp\\vda-1", "VDA-2.CORP.EXAMPLE", "id-5", "id-3"]).run()
 
     lines = [orjson.loads(x) for x in (tmp_path / "journal.ndjson").read_bytes().splitlines()]
-    assert [x["t"] for x in lines] == ["start", "listing"]
+    assert [x["t"] for x in lines] == ["start", "commit"]
     state = read_journal(tmp_path)
     assert state is not None
     assert state.committed == {"corp\\vda-1", "vda-2.corp.example", "id-5", "id-3"}
@@ -203,7 +205,7 @@ async def test_all_machines_keeps_every_session_under_its_machine_name(
     assert {r["_machine"] for r in records} == {f"CORP\\VDA-{n}" for n in range(10) if n % 3}
     assert h.stats.machines_ok == 10
     assert h.progress.sessions_expected == len(site.all_sessions())
-    assert h.progress.session_pages == 3
+    assert h.stats.session_pages == 3
 
 
 def test_resume_deletes_the_renamed_files_of_an_uncommitted_listing(
@@ -211,21 +213,22 @@ def test_resume_deletes_the_renamed_files_of_an_uncommitted_listing(
 ) -> None:
     """Files renamed by a listing whose journal line never came are orphans on resume."""
     h = harness
-    files = ListingFiles(h.files, h.journal)
+    files = ListingFiles(h.ledger)
     for n in range(4):
         files.add(f"m{n}", b'{"Id": 1}\n' * 2, 2)  # rotates every 3 records: 2 files renamed
+    h.close()
 
-    state = read_journal(tmp_path)
-    assert state is not None
-    remove_leftovers(tmp_path, state)
+    resumed = open_ledger(tmp_path, resume=True)
+    resumed.errors.finish()
+    resumed.journal.close()
 
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith("sessions-")]
+    assert not [p for p in run_files(tmp_path) if p.name.startswith("sessions-")]
 
 
 def test_discard_deletes_the_part_and_the_renamed_files(tmp_path: Path, harness: Harness) -> None:
     """A listing given up deletes its files at once, renamed or not."""
     h = harness
-    files = ListingFiles(h.files, h.journal)
+    files = ListingFiles(h.ledger)
     files.add("a", b'{"Id": 1}\n' * 3, 3)
     files.add("b", b'{"Id": 2}\n', 1)
     assert (tmp_path / "sessions-00001.ndjson").exists()
@@ -245,9 +248,10 @@ def test_discard_deletes_the_part_and_the_renamed_files(tmp_path: Path, harness:
 )
 def test_the_progress_line_shows_pages_and_sessions(expected: int | None, text: str) -> None:
     """Site-wide progress names the pages read and the sessions listed of those expected."""
-    listing = ListingProgress(machine_pages=1, session_pages=2, sessions_seen=7)
+    listing = ListingProgress(sessions_seen=7)
     listing.sessions_expected = expected
-    reporter = ProgressReporter(RunStats(), total=lambda: None, interactive=False, listing=listing)
+    stats = RunStats(machine_pages=1, session_pages=2)
+    reporter = ProgressReporter(stats, total=lambda: None, interactive=False, listing=listing)
 
     line = reporter.line()
 

@@ -2,7 +2,8 @@
 
 Each test starts its own simulator on 127.0.0.1 and runs `python -m collector` as a
 subprocess, as a user or a scheduler would, then checks the files against the simulator's
-seeded data.
+seeded data. Every `run` or `demo` that ends with a complete manifest is checked by
+`collector verify`'s own function as well, as a downstream job would check it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ import orjson
 import pytest
 
 from collector.simulator import SimulatorConfig, start_in_thread
+from collector.verify import verify_run
 
 pytestmark = pytest.mark.e2e
 
@@ -88,7 +91,41 @@ def run_cli(
         out, err = process.communicate()
         message = f"collector did not finish in {timeout} s:\n{err.decode()[-3000:]}"
         raise AssertionError(message) from exc
+    assert_verified(args, cwd, process.returncode)
     return Finished(process.returncode, out, err.decode())
+
+
+def flag_value(args: list[str], *flags: str) -> str | None:
+    for i, arg in enumerate(args[:-1]):
+        if arg in flags:
+            return args[i + 1]
+    return None
+
+
+def output_directory(args: list[str], cwd: Path) -> Path | None:
+    """The directory a `collector run` or `collector demo` wrote into; None for stdout."""
+    command = args[0] if args else ""
+    if command not in ("run", "demo"):
+        return None
+    out = flag_value(args, "--out")
+    if out is None and command == "demo":
+        out = "demo-out"
+    if out is None:
+        config = flag_value(args, "-c", "--config")
+        sections = tomllib.loads((cwd / config).read_text()) if config else {}
+        out = sections.get("output", {}).get("dir", "out")
+    return None if out == "-" else cwd / str(out)
+
+
+def assert_verified(args: list[str], cwd: Path, returncode: int) -> None:
+    """A run that finished (exit 0 or 1) with a complete manifest passes `collector verify`."""
+    out = output_directory(args, cwd)
+    if returncode not in (0, 1) or out is None or not (out / "manifest.json").exists():
+        return
+    if orjson.loads((out / "manifest.json").read_bytes()).get("complete") is not True:
+        return
+    problems = verify_run(out).problems
+    assert not problems, "collector verify: " + "\n".join(problems[:20])
 
 
 def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.02) -> bool:

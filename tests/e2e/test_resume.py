@@ -15,7 +15,10 @@ import orjson
 import pytest
 
 from collector.journal import read_journal
+from collector.rundir import run_files
+from collector.verify import verify_run
 from tests.e2e.conftest import (
+    SECRET,
     assert_exactly_once,
     base_config,
     cli_env,
@@ -233,3 +236,23 @@ def test_a_second_signal_exits_at_once_and_stays_resumable(tmp_path: Path, simul
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert_exactly_once(out, sim, range(400))
+
+
+def test_overwrite_with_a_wrong_secret_keeps_the_old_run(tmp_path: Path, simulator: Any) -> None:
+    """--overwrite deletes the old run only once the credentials work: a typo costs nothing."""
+    sim = simulator(machines=60, seed=12)
+    config, out = setup_run(tmp_path, sim)
+    env = cli_env(sim)
+    assert run_cli(["run", "-c", str(config), "--no-progress"], env, tmp_path).returncode == 0
+    before = {p.name: p.read_bytes() for p in run_files(out)}
+
+    done = run_cli(
+        ["run", "-c", str(config), "--no-progress", "--overwrite"],
+        cli_env(sim, secret="typo-" + SECRET),
+        tmp_path,
+    )
+
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "CITRIX_CLIENT_SECRET" in done.stderr
+    assert {p.name: p.read_bytes() for p in run_files(out)} == before
+    assert verify_run(out).problems == []

@@ -187,7 +187,7 @@ def test_standard_output_carries_the_records(tmp_path: Path, simulator: Any) -> 
 
 KILLER = """
 import os, signal, sys
-from collector import journal, sinks
+from collector import rundir, sinks
 from collector.cli import main
 
 where, nth = {where!r}, {nth}
@@ -202,9 +202,9 @@ def dying(original):
     return wrapper
 
 if where == "rename":
-    sinks.SessionFiles.commit = dying(sinks.SessionFiles.commit)
+    sinks.SessionFiles.finish_file = dying(sinks.SessionFiles.finish_file)
 else:
-    journal.Journal.record_listing = dying(journal.Journal.record_listing)
+    rundir.RunLedger.commit = dying(rundir.RunLedger.commit)
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -252,7 +252,7 @@ def test_kill_9_then_resume_is_exactly_once(
         assert len(renamed) == nth - 1  # renamed, never journaled
     else:
         assert len(renamed) >= 5  # every file of the listing renamed, none journaled
-    assert b'"listing"' not in (out / "journal.ndjson").read_bytes()
+    assert b'"commit"' not in (out / "journal.ndjson").read_bytes()
     done = run(config, sim, tmp_path, "--site-wide", "--resume")
 
     assert done.returncode == 0, done.stderr[-3000:]
@@ -281,7 +281,7 @@ def test_an_outside_kill_9_mid_listing_then_resume_is_exactly_once(
 
     process.kill()
     process.communicate(timeout=30)
-    assert b'"listing"' not in (out / "journal.ndjson").read_bytes()
+    assert b'"commit"' not in (out / "journal.ndjson").read_bytes()
     done = run(config, sim, tmp_path, "--site-wide", "--resume")
 
     assert done.returncode == 0, done.stderr[-3000:]
