@@ -281,7 +281,7 @@ class TestBearer:
 
 
 class TestOnPrem:
-    def make(self, transport: ScriptedTransport, clock: Clock) -> OnPremAuth:
+    def make(self, transport: ScriptedTransport, clock: FakeClock) -> OnPremAuth:
         return OnPremAuth(
             "https://ddc.corp.local",
             "CORP\\admin",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import anyio
@@ -39,7 +40,7 @@ class TestSchedule:
 
         pacer, clock = make(rate=10)
         times = await grants(pacer, clock, 11)
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert all(gap == pytest.approx(0.1, abs=0.051) for gap in gaps)
         assert times[-1] - times[0] == pytest.approx(1.0, abs=0.1)
 
