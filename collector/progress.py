@@ -72,7 +72,7 @@ class ProgressReporter:
         return (
             f"machines {s.machines_done}{of} (ok {s.machines_ok}, failed {s.machines_failed}), "
             f"sessions {s.sessions}, requests {s.requests} ({self.meter.rate:.1f}/s), "
-            f"429s {s.throttled}, retries {s.retries}"
+            f"429s {s.throttled}, retries {s.retries}, {pacing(s)}"
         )
 
     async def run(self) -> None:
@@ -108,10 +108,16 @@ class ProgressReporter:
                     total=self.total(),
                     detail=(
                         f"machines, {s.sessions} sessions, {rate:.0f} req/s, "
-                        f"{s.throttled} 429s, {s.machines_failed} failed"
+                        f"{s.throttled} 429s, {s.machines_failed} failed, {pacing(s)}"
                     ),
                 )
                 await anyio.sleep(0.5)
+
+
+def pacing(stats: RunStats) -> str:
+    """The pacer's current rate (or "no rate limit") and window, for the progress line."""
+    rate = f"rate {stats.current_rate:.0f}/s" if stats.current_rate else "no rate limit"
+    return f"{rate}, window {stats.current_window}"
 
 
 def summary_lines(
@@ -132,6 +138,7 @@ def summary_lines(
         f"  sessions         {stats.sessions}",
         f"  requests         {stats.requests} ({stats.retries} retries, {stats.throttled} 429s, "
         f"{stats.token_requests} token calls)",
+        f"  pacing at end    {pacing(stats)}",
         f"  duration         {duration_s:.1f} s ({throughput:.1f} machines/s)",
         f"  output           {output}",
         f"  exit code        {exit_code}",
