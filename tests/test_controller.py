@@ -213,15 +213,6 @@ class TestShapes:
 
 
 class TestDecisions:
-    def test_slow_start(self) -> None:
-        """The window starts small and grows by one a success up to `concurrency`."""
-
-        controller = Controller(0, 16)
-        assert controller.window == 4
-        for _ in range(5):
-            controller.on_success(0.0, 4)
-        assert controller.window == 9
-
     def test_unlimited_until_a_429(self) -> None:
         """No ceiling and no 429: no rate limit, the full window."""
 

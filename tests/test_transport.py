@@ -55,7 +55,7 @@ class TestPaced:
         await transport.send(request())
         await transport.send(request())
         assert pacer.controller.paused_until == 5.0
-        assert stats.current_window == 2  # back to one fewer than refused, none having worked
+        assert stats.current_window == 2  # one fewer than refused, none having worked
 
     async def test_window_is_released_after_an_error(self) -> None:
         """A request that raises gives its place in the window back."""

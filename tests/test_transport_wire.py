@@ -250,5 +250,4 @@ class TestLoopback:
                     group.start_soon(one, name)
         assert got == {n: len(sim.site.sessions(i)) for i, n in enumerate(names)}
         assert sim.counters.peak_in_flight <= 4
-        assert stats.current_window <= 5
         assert stats.throttled < 0.25 * stats.requests
