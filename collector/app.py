@@ -20,8 +20,9 @@ from typing import Any, BinaryIO, Protocol, TextIO
 
 import anyio
 
-from collector.client import CitrixClient, open_client
+from collector.client import CitrixClient
 from collector.config import Config, Credentials, Mode
+from collector.connect import open_client
 from collector.errors import (
     CollectorError,
     FatalError,

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from collector.client import open_client
 from collector.config import (
     NEEDED_SECRETS,
     AuthMethod,
@@ -26,6 +25,7 @@ from collector.config import (
     Region,
     key_specs,
 )
+from collector.connect import open_client
 from collector.errors import ApiError, AuthError, CollectorError
 from collector.models import ErrorKind, RunStats
 

@@ -16,6 +16,7 @@ class ErrorKind(enum.StrEnum):
 
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
+    REJECTED = "rejected"  # 400, or 406 after the run's first success: the request was refused
     THROTTLED = "throttled"
     SERVER_ERROR = "server_error"
     TIMEOUT = "timeout"
@@ -147,8 +148,8 @@ class RunStats:
     token_requests: int = 0
     session_pages: int = 0  # site-wide mode: pages of /cvad/manage/Sessions read
     machine_pages: int = 0  # site-wide mode: pages of the machine listing read
-    current_rate: float = 0.0
-    current_window: int = 0
+    current_rate: float = 0.0  # requests/s the pacer allows now (0: no limit)
+    current_window: int = 0  # requests the pacer allows in flight now
     discovery_done: bool = True  # False while the machine list is still streaming in
 
     @property

@@ -261,3 +261,30 @@ def test_run_with_the_secret_only_in_a_file(tmp_path: Path) -> None:
     assert len(committed_records(out)) == sum(len(sim.site.sessions(i)) for i in range(20))
     secret.unlink()  # the only place the value may be
     assert_no_secret(tmp_path, done.stderr, done.stdout.decode())
+
+
+def test_a_refused_secret_file_is_named_by_run(tmp_path: Path) -> None:
+    """`collector run` with a wrong secret in a file exits 3 naming that file, not a variable."""
+    secret = tmp_path / "client_secret"
+    machines = tmp_path / "machines.txt"
+    with start_in_thread(SimulatorConfig(machines=5, seed=6, client_secret=SECRET)) as sim:
+        secret.write_text("not-the-secret\n")
+        secret.chmod(0o600)
+        machines.write_text(f"{sim.site.machine(0)['Name']}\n")
+        config = write_config(
+            tmp_path / "site.toml",
+            {
+                "api": {"base_url": sim.base_url, "customer_id": sim.customer_id},
+                "auth": {"token_url": sim.token_url, "client_secret_file": str(secret)},
+                "input": {"machines": str(machines)},
+                "output": {"dir": str(tmp_path / "out")},
+            },
+        )
+        env = cli_env(sim)
+        del env["CITRIX_CLIENT_SECRET"]
+
+        done = run_cli(["run", "-c", str(config), "--no-progress"], env, tmp_path)
+
+    assert done.returncode == 3
+    assert f"file {secret}" in done.stderr
+    assert "CITRIX_CLIENT_SECRET" not in done.stderr
