@@ -57,6 +57,7 @@ SIMULATE_EXAMPLES = """\
 examples:
   collector simulate --machines 5000 --faults hostile --write-machines machines.txt
   collector simulate --port 8080 --latency-ms 100 --rate-limit 200
+  collector simulate --max-in-flight 6 --session-page 3 --deny machines=403
 """
 
 DEMO_EXAMPLES = """\
@@ -146,7 +147,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, metavar="S")
     p.add_argument("--latency-ms", type=float, metavar="MS", help="added to every answer")
     p.add_argument("--rate-limit", type=float, metavar="R", help="requests/s, 429 above it")
+    p.add_argument(
+        "--max-in-flight", type=int, metavar="N", help="sessions calls served at once, 429 above"
+    )
     p.add_argument("--faults", choices=("none", "flaky", "hostile"), default="none")
+    p.add_argument(
+        "--session-page", type=int, metavar="N", help="page each machine's sessions N at a time"
+    )
+    p.add_argument(
+        "--repeat-token",
+        action="store_true",
+        default=None,
+        help="with --session-page: a broken pager that repeats its continuation token",
+    )
+    p.add_argument(
+        "--deny",
+        action="append",
+        default=[],
+        metavar="NAME=STATUS",
+        help="always answer STATUS on an endpoint (token, me, machines, sessions, site-sessions);"
+        " repeatable",
+    )
     p.add_argument(
         "--token-lifetime", type=float, metavar="S", help="token lifetime (default: the profile's)"
     )
@@ -239,8 +260,12 @@ def cmd_machines(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from collector.simulator import SimulatorConfig, run_forever
+    from collector.simulator import SimulatorConfig, parse_deny, run_forever
 
+    try:
+        deny = parse_deny(args.deny)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     sim_config = SimulatorConfig(
         host=args.host,
         port=args.port,
@@ -248,6 +273,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         latency_ms=args.latency_ms,
         rate_limit=args.rate_limit,
+        max_in_flight=args.max_in_flight,
+        session_page=args.session_page,
+        repeat_token=args.repeat_token,
+        deny=deny or None,
         faults=args.faults,
         token_lifetime_s=args.token_lifetime,
         write_machines=args.write_machines,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collector.simulator.app import Counters
 from collector.simulator.data import Site
-from collector.simulator.faults import PROFILES, Fault, Faults, profile
+from collector.simulator.faults import DENY_NAMES, PROFILES, Fault, Faults, parse_deny, profile
 from collector.simulator.server import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_CUSTOMER_ID",
     "DEFAULT_ONPREM_PASSWORD",
     "DEFAULT_ONPREM_USERNAME",
+    "DENY_NAMES",
     "PROFILES",
     "Counters",
     "Fault",
@@ -38,6 +39,7 @@ __all__ = [
     "SimulatorConfig",
     "Site",
     "ThreadedSimulator",
+    "parse_deny",
     "profile",
     "run_forever",
     "serve",

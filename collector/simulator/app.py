@@ -36,6 +36,7 @@ from aiohttp import web
 from collector.simulator.data import Site
 from collector.simulator.faults import (
     BAD_CONTINUATION,
+    DENY_NAMES,
     FORBIDDEN,
     INVALID_CLIENT,
     NO_SUCH_RESOURCE,
@@ -49,6 +50,7 @@ from collector.simulator.faults import (
     bucket_for,
     citrix_error,
     decide,
+    denied,
     fault_reply,
     machine_failure,
     not_found,
@@ -64,6 +66,9 @@ MAX_LIMIT = 1000
 SLOTS = 64  # session positions per machine in a /Sessions continuation token (max is 48)
 BODY_CACHE_SIZE = 1024  # machine-sessions bodies (~18 KB each) kept for repeated requests
 AUTH = re.compile(r"cwsauth\s+bearer=(\S+)", re.IGNORECASE)
+# The calls `max_in_flight` limits: the ones that read sessions, per machine and site-wide.
+IN_FLIGHT_LIMITED = frozenset({"machine_sessions", "sessions"})
+DENY_NAME = {endpoint: name for name, endpoints in DENY_NAMES.items() for endpoint in endpoints}
 SINGLE_ROUTES = {
     "me": "me",
     "tokens": "onprem_token",
@@ -105,7 +110,9 @@ class Counters:
     `delivery_group_machines`, `catalog_machines`, `machine_sessions`, `sessions`, `unknown`);
     `statuses` by HTTP status; `sessions_served` counts 200 answers per machine index;
     `injected` counts each fault applied, by `Fault` value; `throttled` counts 429s,
-    `unauthorized` 401s; `peak_rps` is the most requests seen in any one-second window.
+    `unauthorized` 401s; `peak_rps` is the most requests seen in any one-second window;
+    `in_flight_rejected` counts the 429s of `max_in_flight` and `peak_in_flight` the most
+    sessions calls served at once.
     """
 
     requests: Counter[str] = field(default_factory=Counter)
@@ -116,6 +123,8 @@ class Counters:
     unauthorized: int = 0
     tokens_issued: int = 0
     peak_rps: int = 0
+    in_flight_rejected: int = 0
+    peak_in_flight: int = 0
     window: deque[float] = field(default_factory=deque, repr=False)
 
     def arrived(self, endpoint: str, now: float) -> None:
@@ -140,8 +149,9 @@ class State:
     clock: Callable[[], float] = time.monotonic
     bucket: TokenBucket | None = None
     bucket_knobs: tuple[float, float] = (0.0, 0.0)
-    bodies: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    bodies: OrderedDict[int, list[bytes]] = field(default_factory=OrderedDict)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0  # sessions calls being served now, for `Faults.max_in_flight`
 
     def revoke_tokens(self) -> None:
         """Forget every issued token: the next data call with any of them gets a 401."""
@@ -165,17 +175,22 @@ class State:
             self.bucket, self.bucket_knobs = bucket_for(self.faults), knobs
         return self.bucket.take(now) if self.bucket else 0.0
 
-    def sessions_body(self, index: int) -> bytes:
-        """One machine's `{"Items": [...]}` from a bounded LRU (generating costs ~50 us/session)."""
-        body = self.bodies.get(index)
-        if body is None:
-            body = orjson.dumps({"Items": self.site.sessions(index)})
-            self.bodies[index] = body
+    def encoded_sessions(self, index: int) -> list[bytes]:
+        """One machine's sessions, each as JSON, from a bounded LRU (generating costs ~50 us
+        a session; joining encoded ones costs next to nothing, so pages share the entry)."""
+        parts = self.bodies.get(index)
+        if parts is None:
+            parts = [orjson.dumps(s) for s in self.site.sessions(index)]
+            self.bodies[index] = parts
             if len(self.bodies) > BODY_CACHE_SIZE:
                 self.bodies.popitem(last=False)
         else:
             self.bodies.move_to_end(index)
-        return body
+        return parts
+
+    def sessions_body(self, index: int) -> bytes:
+        """One machine's unpaged answer, `{"Items": [...]}`, as the documented example."""
+        return b'{"Items":[' + b",".join(self.encoded_sessions(index)) + b"]}"
 
 
 # --- queries and pages ----------------------------------------------------------------------
@@ -305,13 +320,46 @@ def machine_sessions(state: State, request: web.Request, name_or_id: str) -> Rep
         return machine_failure(name_or_id)
     if index is None:
         return not_found("Machine", name_or_id)
+    page = state.faults.session_page
     fields = query_value(request, "fields")
-    if fields:
-        body = orjson.dumps({"Items": project(site.sessions(index), fields)})
+    if page > 0:
+        reply = machine_page(state, request, index, page, fields)
+    elif fields:
+        reply = ok({"Items": project(site.sessions(index), fields)})
     else:
-        body = state.sessions_body(index)
-    state.counters.sessions_served[index] += 1
-    return Reply(200, body)
+        reply = Reply(200, state.sessions_body(index))
+    if reply.status == 200:
+        state.counters.sessions_served[index] += 1
+    return reply
+
+
+def machine_page(
+    state: State, request: web.Request, index: int, page: int, fields: str | None
+) -> Reply:
+    """`page` sessions of machine `index` from the `continuationToken` on, with the next token.
+
+    The token encodes the position of the page's first session on this machine; a token of
+    another machine, another site or another endpoint is Citrix's 400. With
+    `faults.repeat_token` the pager is broken: it hands back the token it was given.
+    """
+    site = state.site
+    scope = f"machine:{index}"
+    given = query_value(request, "continuationToken")
+    start = decode_position(site, scope, given)
+    if start is None:
+        return BAD_CONTINUATION
+    end = start + page
+    encoded = state.encoded_sessions(index)
+    more = encode_position(site, scope, end) if end < len(encoded) else None
+    if given and state.faults.repeat_token:
+        more = given
+    if fields:
+        items = project(site.sessions(index)[start:end], fields)
+        return ok({"Items": items, "ContinuationToken": more})
+    items_json = b",".join(encoded[start:end])
+    return Reply(
+        200, b'{"Items":[' + items_json + b'],"ContinuationToken":' + orjson.dumps(more) + b"}"
+    )
 
 
 def all_machines(state: State, request: web.Request, _: str) -> Reply:
@@ -434,6 +482,10 @@ def build_app(state: State) -> web.Application:
         creds = state.credentials
         if request.method != "POST":
             return await respond(request, Reply(405, b""))
+        denied_status = state.faults.deny.get("token")
+        if denied_status is not None:
+            counters.injected[Fault.DENIED] += 1
+            return await respond(request, denied(denied_status))
         form = await request.post()
         valid = (
             customer in (creds.customer_id, "root")
@@ -453,6 +505,10 @@ def build_app(state: State) -> web.Application:
     async def onprem_token(request: web.Request) -> web.Response:
         if request.headers.get("Accept") != "application/json":
             return await respond(request, NOT_ACCEPTABLE)
+        denied_status = state.faults.deny.get("token")
+        if denied_status is not None:
+            counters.injected[Fault.DENIED] += 1
+            return await respond(request, denied(denied_status))
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
         if scheme.casefold() != "basic":
             return await respond(request, unauthenticated("missing"))
@@ -476,6 +532,24 @@ def build_app(state: State) -> web.Application:
         endpoint, name = route(segments)
         now = state.clock()
         counters.arrived(endpoint, now)
+        limit = state.faults.max_in_flight
+        if limit <= 0 or endpoint not in IN_FLIGHT_LIMITED:
+            return await answer(request, endpoint, name, now)
+        if state.in_flight >= limit:
+            counters.injected[Fault.IN_FLIGHT] += 1
+            counters.in_flight_rejected += 1
+            await delay()  # a refused call still takes its round trip
+            return await respond(request, throttled(state.faults.retry_delay_s, False))
+        state.in_flight += 1
+        counters.peak_in_flight = max(counters.peak_in_flight, state.in_flight)
+        try:
+            return await answer(request, endpoint, name, now)
+        finally:
+            state.in_flight -= 1
+
+    async def answer(
+        request: web.Request, endpoint: str, name: str | None, now: float
+    ) -> web.StreamResponse:
         await delay()
         if endpoint == "onprem_token":
             if request.method != "POST":
@@ -494,6 +568,10 @@ def build_app(state: State) -> web.Application:
         token = check_auth(state, request, instance=endpoint != "me")
         if isinstance(token, Reply):
             return await respond(request, token)
+        denied_status = faults.deny.get(DENY_NAME.get(endpoint, ""))
+        if denied_status is not None:
+            counters.injected[Fault.DENIED] += 1
+            return await respond(request, denied(denied_status))
         if endpoint == "me":
             return await respond(request, me(state, token))
         if faults.forbid_all:

@@ -38,6 +38,8 @@ class Fault(enum.StrEnum):
     INVALID_JSON = "invalid_json"
     FORBIDDEN = "forbidden"
     FAIL_MACHINE = "fail_machine"
+    IN_FLIGHT = "in_flight"  # a sessions call beyond `max_in_flight`
+    DENIED = "denied"  # an endpoint named in `deny`
 
 
 @dataclass
@@ -47,14 +49,24 @@ class Faults:
     `rate_limit` is requests/s for the whole server (0: none) with a bucket of `rate_burst`
     (0: one second's worth). `retry_after` says how its 429s tell the wait: a `Retry-After`
     header besides the body's `retryDelay`, the body alone, or either at random. Random 429s
-    carry the header half of the time. `fail_machines` holds case-folded Ids, names
+    carry the header half of the time. `max_in_flight` (0: none) caps the sessions calls
+    (per-machine and site-wide) being served at once: the rest get 429 with the documented
+    `retryDelay` body and no `Retry-After`, as Citrix's Monitor OData service limits a tenant
+    (citrix-api.md 12). `fail_machines` holds case-folded Ids, names
     (`DOMAIN\\NAME` or `DOMAIN|NAME`) or DNS names that always get a 500.
+
+    Not faults of the service but answers it may give: `session_page` (0: unpaged) pages each
+    `Machines/{nameOrId}/Sessions` answer that many sessions at a time with a
+    `ContinuationToken`; `repeat_token` breaks that pager, so it hands back the token it was
+    given. `deny` maps an endpoint (`DENY_NAMES`) to the HTTP status it always answers, in
+    the `ErrorResponse` shape, as a tenant whose API client lacks a permission.
     """
 
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
     rate_limit: float = 0.0
     rate_burst: float = 0.0
+    max_in_flight: int = 0
     retry_after: RetryHint = "mixed"
     p_429: float = 0.0
     p_500: float = 0.0
@@ -70,6 +82,9 @@ class Faults:
     token_lifetime_s: float = 3600.0
     fail_machines: set[str] = field(default_factory=set)
     forbid_all: bool = False
+    session_page: int = 0
+    repeat_token: bool = False
+    deny: dict[str, int] = field(default_factory=dict)
 
 
 PROFILES: dict[str, Faults] = {
@@ -94,7 +109,12 @@ def profile(name: str) -> Faults:
         base = PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown fault profile {name!r}; known: {', '.join(PROFILES)}") from None
-    return replace(base, fail_machines=set(base.fail_machines))
+    return copy_faults(base)
+
+
+def copy_faults(faults: Faults) -> Faults:
+    """A copy of `faults` whose sets and dicts are its own."""
+    return replace(faults, fail_machines=set(faults.fail_machines), deny=dict(faults.deny))
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +233,7 @@ def bad_parameter(name: str, detail: str, kind: str = "outOfRange") -> Reply:
     return citrix_error(400, kind, detail, parameter=name)
 
 
+# Verbatim as documented, `parameters` an object: one of the shapes besides `ErrorResponse`.
 NOT_ACCEPTABLE = Reply(
     406,
     orjson.dumps({
@@ -302,3 +323,65 @@ def spoil(body: bytes, fault: Fault) -> bytes:
     if fault is Fault.TRUNCATED:
         return body[: len(body) // 2]
     return b")]}',\n" + body
+
+
+# The endpoint names `Faults.deny` takes, and the routed endpoints each one covers.
+DENY_NAMES: dict[str, tuple[str, ...]] = {
+    "token": ("token", "onprem_token"),
+    "me": ("me",),
+    "machines": ("machines", "delivery_group_machines", "catalog_machines"),
+    "sessions": ("machine_sessions",),
+    "site-sessions": ("sessions",),
+}
+# Citrix's common error codes (citrix-api.md 5.1): the `type` and `detail` of each status.
+DENIAL_TEXTS: dict[int, tuple[str, str]] = {
+    400: ("invalidString", "Invalid request"),
+    401: ("authentication", "Missing or invalid authentication details"),
+    403: ("authorization", "Access denied"),
+    404: ("notFound", "Resource not found"),
+    406: ("notAcceptable", "Must accept application/json media type"),
+    409: ("optimisticConcurrency", "Conflict"),
+    415: ("unsupportedMediaType", "Unsupported media type"),
+    429: ("rateLimitExceeded", "Rate limit exceeded; try again in 1 seconds"),
+    501: ("notImplemented", "Not implemented"),
+    503: ("serviceUnavailable", "Service is unavailable; try again in 1 seconds"),
+}
+DENIAL_PARAMS: dict[int, dict[str, str]] = {
+    401: {"reason": "invalid"},
+    403: {"message": "User is not authorized to access the specified resource"},
+    406: {"contentType": "application/json"},
+    429: {"retryDelay": "1"},
+    503: {"retryDelay": "1"},
+}
+
+
+def parse_deny(items: list[str]) -> dict[str, int]:
+    """`NAME=STATUS` items (`machines=403`) as a `Faults.deny` mapping.
+
+    Raises `ValueError` naming the item, and the known names, if one cannot be read.
+    """
+    deny: dict[str, int] = {}
+    for item in items:
+        name, _, status = item.partition("=")
+        name = name.strip().casefold()
+        if name not in DENY_NAMES:
+            raise ValueError(f"--deny {item!r}: unknown endpoint; known: {', '.join(DENY_NAMES)}")
+        try:
+            code = int(status)
+        except ValueError:
+            raise ValueError(
+                f"--deny {item!r}: expected NAME=STATUS, such as machines=403"
+            ) from None
+        if not 400 <= code <= 599:
+            raise ValueError(f"--deny {item!r}: the status must be between 400 and 599")
+        deny[name] = code
+    return deny
+
+
+def denied(status: int) -> Reply:
+    """What a denied endpoint answers: `status` in the `ErrorResponse` shape."""
+    kind, detail = DENIAL_TEXTS.get(
+        status,
+        ("internalServerError" if status >= 500 else "invalidString", f"Request failed ({status})"),
+    )
+    return citrix_error(status, kind, detail, **DENIAL_PARAMS.get(status, {}))

@@ -19,7 +19,7 @@ import shlex
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -27,7 +27,7 @@ from aiohttp import web
 
 from collector.simulator.app import Counters, Credentials, State, build_app
 from collector.simulator.data import ListForm, Site
-from collector.simulator.faults import Faults, profile
+from collector.simulator.faults import Faults, copy_faults, profile
 
 DEFAULT_CUSTOMER_ID = "demo-customer"
 DEFAULT_CLIENT_ID = "demo-client-id"
@@ -41,9 +41,12 @@ class SimulatorConfig:
     """How to start a simulator. Knobs left at None keep the fault profile's value.
 
     `faults` is a profile name (`none`, `flaky`, `hostile`) or a `Faults`; `latency_ms`,
-    `latency_jitter_ms`, `rate_limit` (requests/s, 0: none) and `token_lifetime_s` override
-    it. `write_machines`, if set, is where the machine list (in `machine_list_form`) is
-    written before `run_forever` announces the server.
+    `latency_jitter_ms`, `rate_limit` (requests/s, 0: none), `max_in_flight` (sessions calls
+    served at once, 429 above; 0: none), `token_lifetime_s`, `session_page` (sessions a
+    machine's answer holds at most, 0: all), `repeat_token` (a broken pager that repeats its
+    token) and `deny` (endpoint name to the status it always answers) override it.
+    `write_machines`, if set, is where the machine list (in `machine_list_form`) is written
+    before `run_forever` announces the server.
     """
 
     host: str = "127.0.0.1"
@@ -53,6 +56,10 @@ class SimulatorConfig:
     latency_ms: float | None = None
     latency_jitter_ms: float | None = None
     rate_limit: float | None = None
+    max_in_flight: int | None = None
+    session_page: int | None = None
+    repeat_token: bool | None = None
+    deny: dict[str, int] | None = None
     faults: str | Faults = "none"
     token_lifetime_s: float | None = None
     customer_id: str = DEFAULT_CUSTOMER_ID
@@ -70,13 +77,21 @@ def resolve_faults(config: SimulatorConfig) -> Faults:
     if isinstance(config.faults, str):
         faults = profile(config.faults)
     else:
-        faults = replace(config.faults, fail_machines=set(config.faults.fail_machines))
+        faults = copy_faults(config.faults)
     if config.latency_ms is not None:
         faults.latency_ms = config.latency_ms
     if config.latency_jitter_ms is not None:
         faults.latency_jitter_ms = config.latency_jitter_ms
     if config.rate_limit is not None:
         faults.rate_limit = config.rate_limit
+    if config.max_in_flight is not None:
+        faults.max_in_flight = config.max_in_flight
+    if config.session_page is not None:
+        faults.session_page = config.session_page
+    if config.repeat_token is not None:
+        faults.repeat_token = config.repeat_token
+    if config.deny is not None:
+        faults.deny = dict(config.deny)
     if config.token_lifetime_s is not None:
         faults.token_lifetime_s = config.token_lifetime_s
     return faults
@@ -223,7 +238,8 @@ def announcement(
     lines = [
         f"Citrix DaaS simulator: {len(sim.site)} machines (seed {sim.site.seed}), faults"
         f" {profile_name}, tokens live {faults.token_lifetime_s:g} s, rate limit"
-        f" {f'{faults.rate_limit:g}/s' if faults.rate_limit else 'none'}",
+        f" {f'{faults.rate_limit:g}/s' if faults.rate_limit else 'none'}"
+        + (f", {faults.max_in_flight} sessions calls in flight" if faults.max_in_flight else ""),
         f"  base URL       {sim.base_url}",
         f"  token URL      {sim.token_url}",
         f"  customer id    {sim.customer_id}",
