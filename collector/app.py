@@ -24,7 +24,6 @@ from collector.client import CitrixClient, open_client
 from collector.config import Config, Credentials, Mode
 from collector.errors import (
     CollectorError,
-    ConfigError,
     FatalError,
     InputError,
     OutputError,
@@ -43,6 +42,7 @@ from collector.manifest import build_manifest
 from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats, machine_key
 from collector.pipeline import RecordSink, Stopper, Writer, run_pipeline, utc_now
 from collector.progress import (
+    ListingProgress,
     ProgressReporter,
     metrics_text,
     print_summary,
@@ -61,6 +61,7 @@ from collector.sinks import (
     read_errors,
     write_atomic,
 )
+from collector.sitewide import SiteListing, open_listing_output
 from collector.sources import (
     file_fingerprint,
     open_machine_list,
@@ -169,11 +170,6 @@ class Run:
 
     async def execute(self) -> RunResult:
         config, options = self.config, self.options
-        if config.collect.mode is Mode.SITE_WIDE:
-            raise ConfigError(
-                "site-wide mode (--site-wide, [collect] mode) is not available in this version; "
-                'use mode = "per-machine"'
-            )
         if self.to_stdout and (options.resume or options.retry_failed):
             raise InputError("--out - writes no journal, so it cannot --resume or --retry-failed")
         # The input is checked before the output directory is touched: a bad list must not
@@ -236,11 +232,14 @@ class Run:
             )
             journal, sink, files, errors = self._open_output(plan, run_id)
             writer = Writer(sink, encode, self.stats)
+            site_wide = config.collect.mode is Mode.SITE_WIDE
+            listing = ListingProgress() if site_wide else None
             reporter = ProgressReporter(
                 self.stats,
                 total=feed.total,
                 interactive=self.options.progress and self.streams.interactive,
                 stream=self.streams.stderr,
+                listing=listing,
             )
             fatal: BaseException | None = None
             try:
@@ -248,13 +247,18 @@ class Run:
                     group.start_soon(self._watch_signals)
                     if self.options.progress:
                         group.start_soon(reporter.run)
-                    await run_pipeline(
-                        source(client),
-                        client,
-                        writer,
-                        concurrency=config.collect.concurrency,
-                        stopper=self.stopper,
-                    )
+                    if listing is not None:
+                        await self._list_site(
+                            plan, client, writer, feed, source, listing, files, journal
+                        )
+                    else:
+                        await run_pipeline(
+                            source(client),
+                            client,
+                            writer,
+                            concurrency=config.collect.concurrency,
+                            stopper=self.stopper,
+                        )
                     group.cancel_scope.cancel()
             except BaseExceptionGroup as group_error:
                 fatal = collapse(group_error)
@@ -262,6 +266,33 @@ class Run:
                 fatal = exc
         complete = fatal is None and not self.stopper.stopping
         return self._finish(plan, journal, files, errors, old_failures, complete, fatal)
+
+    async def _list_site(
+        self,
+        plan: RunPlan | None,
+        client: CitrixClient,
+        writer: Writer,
+        feed: MachineFeed,
+        source: SourceFactory,
+        listing: ListingProgress,
+        files: SessionFiles | None,
+        journal: Journal | None,
+    ) -> None:
+        """Site-wide mode (SPEC 5.5): one listing of the site instead of a call a machine."""
+        inputs = self.config.input
+        retry = plan is not None and plan.action is Action.RETRY_FAILED
+        discover = inputs.all_machines and not retry
+        await SiteListing(
+            client,
+            writer,
+            feed,
+            open_listing_output(files, journal, writer.sink),
+            self.stopper,
+            listing,
+            machines=None if discover else source(client),
+            delivery_group=inputs.delivery_group if discover else "",
+            catalog=inputs.catalog if discover else "",
+        ).run()
 
     def _open_output(
         self, plan: RunPlan | None, run_id: str

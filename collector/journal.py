@@ -110,6 +110,8 @@ def read_journal(directory: Path) -> JournalState | None:
             )
             state.files.append(committed)
             state.committed.update(committed.machines)
+        elif kind == "listing":
+            read_listing(entry, state)
         elif kind == "end":
             state.segments += 1
             for key, value in entry.get("counters", {}).items():
@@ -117,6 +119,17 @@ def read_journal(directory: Path) -> JournalState | None:
     if state is None:
         raise ConfigError(f"{path} is empty; remove it, or choose another output directory")
     return state
+
+
+def read_listing(entry: dict[str, Any], state: JournalState) -> None:
+    """A site-wide listing (SPEC 5.5): its files and its machines, committed by one line."""
+    for item in entry["files"]:
+        state.files.append(
+            CommittedFile(item["file"], item["records"], item["bytes"], item["sha256"], ())
+        )
+    state.committed.update(entry["machines"])
+    for key, value in entry.get("pages", {}).items():
+        state.counters[key] = state.counters.get(key, 0) + int(value)
 
 
 class Journal:
@@ -146,6 +159,23 @@ class Journal:
                 "bytes": committed.bytes,
                 "sha256": committed.sha256,
                 "machines": list(committed.machines),
+                "at": at,
+            }
+        )
+
+    def record_listing(
+        self, files: list[CommittedFile], machines: list[str], pages: dict[str, int], at: str
+    ) -> None:
+        """Commit a whole site-wide listing: its renamed files and every machine it collected."""
+        self.append(
+            {
+                "t": "listing",
+                "files": [
+                    {"file": f.name, "records": f.records, "bytes": f.bytes, "sha256": f.sha256}
+                    for f in files
+                ],
+                "machines": machines,
+                "pages": pages,
                 "at": at,
             }
         )

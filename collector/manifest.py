@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from collector import __version__
-from collector.config import Config, public_dict
+from collector.config import Config, Mode, public_dict
 from collector.journal import JournalState
 from collector.models import Failure, RunStats
 from collector.pipeline import utc_now
@@ -24,7 +24,7 @@ def build_manifest(
     failed: dict[str, int] = {}
     for failure in failures:
         failed[failure.kind.value] = failed.get(failure.kind.value, 0) + 1
-    return {
+    manifest = {
         "run_id": state.run_id,
         "version": __version__,
         "started_at": state.started_at,
@@ -46,3 +46,10 @@ def build_manifest(
         },
         "files": [f.to_manifest() for f in state.files if f.name],
     }
+    if config.collect.mode is Mode.SITE_WIDE:
+        # The page calls of the committed listings (SPEC 5.5); the requests count them too.
+        manifest["listing"] = {
+            "session_pages": state.counters.get("session_pages", 0),
+            "machine_pages": state.counters.get("machine_pages", 0),
+        }
+    return manifest

@@ -48,6 +48,27 @@ class RateMeter:
         return self.rate
 
 
+@dataclass(slots=True)
+class ListingProgress:
+    """How far a site-wide listing is (SPEC 5.5): pages read, sessions seen of those expected.
+
+    `sessions_expected` is the sum of the machines' `SessionCount` from the machine listing
+    (or a page's `TotalItems`), None until known: it gives the bar its total and its ETA.
+    """
+
+    machine_pages: int = 0
+    session_pages: int = 0
+    sessions_seen: int = 0
+    sessions_expected: int | None = None
+
+    def text(self) -> str:
+        of = f"/{self.sessions_expected}" if self.sessions_expected is not None else ""
+        return (
+            f"pages {self.session_pages} of sessions and {self.machine_pages} of machines, "
+            f"sessions listed {self.sessions_seen}{of}"
+        )
+
+
 class ProgressReporter:
     """Shows progress while `run()` is running; cancel it to stop."""
 
@@ -58,8 +79,10 @@ class ProgressReporter:
         total: Callable[[], int | None],
         interactive: bool,
         stream: TextIO | None = None,
+        listing: ListingProgress | None = None,
     ) -> None:
         self.stats = stats
+        self.listing = listing
         self.total = total
         self.interactive = interactive
         self.stream = stream or sys.stderr
@@ -69,11 +92,18 @@ class ProgressReporter:
         s = self.stats
         total = self.total()
         of = f"/{total}" if total is not None else ""
+        pages = f"{self.listing.text()}, " if self.listing is not None else ""
         return (
-            f"machines {s.machines_done}{of} (ok {s.machines_ok}, failed {s.machines_failed}), "
-            f"sessions {s.sessions}, requests {s.requests} ({self.meter.rate:.1f}/s), "
-            f"429s {s.throttled}, retries {s.retries}"
+            f"{pages}machines {s.machines_done}{of} (ok {s.machines_ok}, "
+            f"failed {s.machines_failed}), sessions {s.sessions}, requests {s.requests} "
+            f"({self.meter.rate:.1f}/s), 429s {s.throttled}, retries {s.retries}"
         )
+
+    def bar_position(self) -> tuple[int, int | None, str]:
+        """(done, total, unit) of the bar: sessions listed in site-wide mode, else machines."""
+        if self.listing is not None:
+            return self.listing.sessions_seen, self.listing.sessions_expected, "sessions listed"
+        return self.stats.machines_done, self.total(), "machines"
 
     async def run(self) -> None:
         if self.interactive:
@@ -98,16 +128,17 @@ class ProgressReporter:
             TimeRemainingColumn(),
         )
         with Progress(*columns, console=console, transient=True, redirect_stdout=False) as bar:
-            task = bar.add_task("collect", total=self.total(), detail="")
+            task = bar.add_task("collect", total=self.bar_position()[1], detail="")
             while True:
                 rate = self.meter.update(self.stats.requests, time.monotonic())
                 s = self.stats
+                done, total, unit = self.bar_position()
                 bar.update(
                     task,
-                    completed=s.machines_done,
-                    total=self.total(),
+                    completed=done,
+                    total=total,
                     detail=(
-                        f"machines, {s.sessions} sessions, {rate:.0f} req/s, "
+                        f"{unit}, {s.sessions} sessions, {rate:.0f} req/s, "
                         f"{s.throttled} 429s, {s.machines_failed} failed"
                     ),
                 )

@@ -160,18 +160,6 @@ def test_all_machines_discovers_the_site(tmp_path: Path, simulator: Any) -> None
     assert {r["_machine"] for r in records} <= {sim.site.name(i) for i in range(1500)}
 
 
-def test_site_wide_mode_is_refused_before_any_call(tmp_path: Path, simulator: Any) -> None:
-    """Site-wide mode is not in this version: it says so (exit 2) instead of doing otherwise."""
-    sim = simulator(machines=5, seed=1)
-    config = base_config(tmp_path, sim, machine_list(tmp_path, sim), tmp_path / "out")
-
-    done = run_cli(["run", "-c", str(config), "--site-wide"], cli_env(sim), tmp_path)
-
-    assert done.returncode == 2
-    assert "site-wide" in done.stderr
-    assert sum(sim.counters.requests.values()) == 0
-
-
 def test_onprem_tokens(tmp_path: Path, simulator: Any) -> None:
     """On-premises Basic-auth tokens work against /cvad/manage/Tokens, from the environment."""
     sim = simulator(machines=30, seed=12)
