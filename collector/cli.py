@@ -57,7 +57,7 @@ SIMULATE_EXAMPLES = """\
 examples:
   collector simulate --machines 5000 --faults hostile --write-machines machines.txt
   collector simulate --port 8080 --latency-ms 100 --rate-limit 200
-  collector simulate --max-in-flight 6 --session-page 3 --deny machines=403
+  collector simulate --shape full --max-in-flight 6 --session-page 3 --deny machines=403
 """
 
 DEMO_EXAMPLES = """\
@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-in-flight", type=int, metavar="N", help="sessions calls served at once, 429 above"
     )
     p.add_argument("--faults", choices=("none", "flaky", "hostile"), default="none")
+    p.add_argument(
+        "--shape",
+        choices=("sparse", "full"),
+        default="sparse",
+        help="sessions as a tenant returns them (sparse) or with every property (full)",
+    )
     p.add_argument(
         "--session-page", type=int, metavar="N", help="page each machine's sessions N at a time"
     )
@@ -280,6 +286,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         faults=args.faults,
         token_lifetime_s=args.token_lifetime,
         write_machines=args.write_machines,
+        shape=args.shape,
     )
 
     def announce(line: str) -> None:

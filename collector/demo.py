@@ -52,7 +52,12 @@ async def demo(out: Path, machines: int, streams: StdStreams) -> int:
     # The flaky profile, with fewer random 429s: each one pauses the whole run for a second.
     faults = replace(profile("flaky"), p_429=0.004)
     sim_config = SimulatorConfig(
-        machines=machines, seed=DEMO_SEED, faults=faults, latency_ms=20.0, token_lifetime_s=5.0
+        machines=machines,
+        seed=DEMO_SEED,
+        faults=faults,
+        latency_ms=20.0,
+        token_lifetime_s=5.0,
+        shape="sparse",
     )
     async with serve(sim_config) as sim:
         sim.site.write_machine_list(out / "machines.txt", form="mixed")

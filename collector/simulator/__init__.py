@@ -8,7 +8,7 @@ they would agree on the same bug, and no test could tell.
 from __future__ import annotations
 
 from collector.simulator.app import Counters
-from collector.simulator.data import Site
+from collector.simulator.data import Site, mean_record_size
 from collector.simulator.faults import DENY_NAMES, PROFILES, Fault, Faults, parse_deny, profile
 from collector.simulator.server import (
     DEFAULT_CLIENT_ID,
@@ -39,6 +39,7 @@ __all__ = [
     "SimulatorConfig",
     "Site",
     "ThreadedSimulator",
+    "mean_record_size",
     "parse_deny",
     "profile",
     "run_forever",

@@ -20,6 +20,16 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import orjson
+
+from collector.simulator.shapes import (
+    SHAPES,
+    Shape,
+    embedded_machine,
+    sparse_machine,
+    sparse_session,
+)
+
 Json = dict[str, Any]
 T = TypeVar("T")
 ListForm = Literal["name", "dns", "id", "mixed"]
@@ -84,6 +94,7 @@ CLIENT_WEIGHTS = list(accumulate(c[4] / sum(c[4] for c in CLIENTS) for c in CLIE
 CITIES = (None, "Berlin", "Lyon", "Austin")
 COUNTRIES = (None, "DE", "FR", "US")
 PROTOCOLS = ["Hdx"] * 47 + ["Rdp"] * 2 + ["Console"]
+POWER_ACTIONS = ["PowerOn", "PowerOff", "Restart", "Reset", "Shutdown", "SuspendResume"]
 ALL_SCOPE: Json = {
     "Id": "00000000-0000-0000-0000-000000000000", "Uid": 0, "Name": "All",
     "Description": "All objects", "IsBuiltIn": True, "IsAllScope": True,
@@ -172,16 +183,23 @@ class Site:
 
     `empty_fraction` of the machines have no session (some of those are off or unregistered).
     Single-session machines have 0 or 1 session, multi-session machines 0 to 48: about 3 a
-    machine overall. Returned dicts are fresh on each call, but the sessions of one call share
-    their `Machine` dict.
+    machine overall. `shape` is `sparse` (what a tenant returns) or `full` (every property of
+    the model; `shapes.py`); both shapes of a seed have the same machines and sessions.
+    Returned dicts are fresh on each call, but the sessions of one call share their `Machine`.
     """
 
-    def __init__(self, seed: int = 1, machines: int = 1000, *, empty_fraction: float = 0.15):
+    def __init__(
+        self, seed: int = 1, machines: int = 1000, *, empty_fraction: float = 0.15,
+        shape: Shape = "sparse",
+    ):  # fmt: skip
         if machines < 0:
             raise ValueError("machines must be >= 0")
+        if shape not in SHAPES:
+            raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
         self.seed = seed
         self.count = machines
         self.empty_fraction = empty_fraction
+        self.shape: Shape = shape
         self.key = mix64(seed & MASK64)
         self.id_mask = self.key >> 16  # 48 bits: makes machine Ids differ between seeds
         rng = random.Random(self.key)
@@ -229,14 +247,14 @@ class Site:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Site):
             return NotImplemented
-        mine = (self.seed, self.count, self.empty_fraction)
-        return mine == (other.seed, other.count, other.empty_fraction)
+        mine = (self.seed, self.count, self.empty_fraction, self.shape)
+        return mine == (other.seed, other.count, other.empty_fraction, other.shape)
 
     def __hash__(self) -> int:
-        return hash((self.seed, self.count, self.empty_fraction))
+        return hash((self.seed, self.count, self.empty_fraction, self.shape))
 
     def __repr__(self) -> str:
-        return f"Site(seed={self.seed}, machines={self.count})"
+        return f"Site(seed={self.seed}, machines={self.count}, shape={self.shape!r})"
 
     # --- the cheap part: what lookups and filtered listings scan ---------------------------
 
@@ -299,11 +317,11 @@ class Site:
     # --- whole objects --------------------------------------------------------------------
 
     def machine(self, index: int) -> Json:
-        """The `MachineResponseModel` of machine `index`, as listings and sessions show it."""
+        """The `MachineResponseModel` of machine `index`, as listings show it."""
         return self.build(index, with_sessions=False)[0]
 
     def sessions(self, index: int) -> list[Json]:
-        """Every `SessionResponseModel` on machine `index`, each with the full `Machine`."""
+        """Every `SessionResponseModel` on machine `index`, each with its `Machine`."""
         return self.build(index, with_sessions=True)[1]
 
     def expected_sessions(
@@ -333,6 +351,9 @@ class Site:
         wanted = count if with_sessions or not catalog.multi else 0
         sessions = [self.session(rs, index, catalog, k) for k in range(wanted)]
         machine = self.make_machine(rm, index, machine_id, catalog, count, sessions)
+        if self.shape == "sparse":
+            embedded = embedded_machine(machine)
+            return sparse_machine(machine), [sparse_session(s, embedded) for s in sessions]
         for session in sessions:
             session["Machine"] = machine
         return machine, sessions
@@ -470,7 +491,7 @@ class Site:
         self, rm: random.Random, index: int, machine_id: str, catalog: Catalog, count: int,
         sessions: list[Json],
     ) -> Json:  # fmt: skip
-        """The `MachineResponseModel`, its summary fields agreeing with its sessions."""
+        """The full `MachineResponseModel`, its summary fields agreeing with its sessions."""
         netbios, dns, sid_prefix, _ = catalog.domain
         host = self.host(index, catalog)
         roll = rm.random()
@@ -491,20 +512,21 @@ class Site:
         registered = registration == "Registered"
         static = catalog.allocation == "Static"
         owner = self.user(self.assigned_user(index)) if static else None
-        owners = []
-        if owner:
-            names = ("SamName", "Sid", "DisplayName", "PrincipalName")
-            owners = [
-                dict(zip(("Name", "Sid", "DisplayName", "Upn"), map(owner.get, names), strict=True))
-            ]
+        owners = [owner] if owner else []
+        last_user = owner or (
+            self.user(int(rm.random() * self.users)) if rm.random() < 0.7 else None
+        )
         last_conn = NOW - between(rm, 60, 30 * 86400)
         last_dereg = NOW - between(rm, 3600, 60 * 86400)
-        failure = pick(rm, ["None", "None", "None", "SessionPreparation", "NotLicensed"])
+        failure = pick(rm, ["None", "None", "None", "SessionPreparation", "Licensing"])
         zone = catalog.zone
         hv = self.hypervisors[zone["Uid"] - 1]
         physical = catalog.provisioning == "Manual"
         hosted = None if physical else f"{host.lower()}-{rm.getrandbits(20):05x}"
         conn = one["Connection"] if one else None
+        load = min(10_000, count * between(rm, 250, 450)) if catalog.multi else None
+        upgrade = rm.random() < 0.1
+        tags = conn["SmartAccessTags"] if conn else []
         return {
             "Id": machine_id, "Uid": 1000 + index, "Name": f"{netbios}\\{host}",
             "DnsName": f"{host}.{dns}",
@@ -512,12 +534,19 @@ class Site:
             "Zone": dict(zone),
             "AgentVersion": pick(rm, ["2402.0.100.629", "2311.0.0.40", "2407.0.0.1138"]),
             "AllocationType": catalog.allocation,
-            "AssignedClientName": None, "AssignedIPAddress": None,
-            "AssociatedUsers": owners, "AssignedUsers": owners if static else [],
+            "ApplicationsInUse": [dict(a) for a in one["ApplicationsInUse"]] if one else [],
+            "AssignedUsers": owners, "AssociatedUsers": owners,
+            "AzureAdJoinedMode": "HybridAadJoined" if rm.random() < 0.2 else "NotAadJoined",
+            "ContainerMetadata": None if rm.random() < 0.5 else {
+                "ContainerType": "MachineCatalog",
+                "Metadata": [{"Name": "CostCenter", "Value": f"CC-{between(rm, 100, 999)}"}],
+            },
             "ContainerScopes": [{"ScopeType": "MachineCatalog", "Scopes": [dict(ALL_SCOPE)]}],
             "ControllerDnsName": f"cc0{zone['Uid']}.{dns}" if registered else None,
             "DeliveryType": catalog.delivery,
             "Description": f"{catalog.os_type} VDA in {zone['Name']}",
+            "DesktopConditions": ["ICALatency"] if rm.random() < 0.05 else [],
+            "DrainingUntilShutdown": False,
             "FaultState": "None" if registered else "Unregistered",
             "FunctionalLevel": "L7_25",
             "Hosting": None if physical else {
@@ -530,24 +559,34 @@ class Site:
             },
             "IconId": "0", "InMaintenanceMode": maintenance,
             "IPAddress": f"10.{20 + zone['Uid']}.{(index >> 8) & 255}.{index & 255}",
-            "IsAssigned": static, "IsPhysical": physical,
+            "IsAssigned": static,
             "LastConnectionFailure": failure,
             "LastConnectionTime": plain_time(last_conn),
             "FormattedLastConnectionTime": rfc_time(last_conn),
-            "LastConnectionUser": owner["SamName"] if owner else None,
+            "LastConnectionUser": last_user,
             "LastDeregistrationReason": pick(rm, ["AgentShutdown", "AgentRequested", None]),
             "LastDeregistrationTime": plain_time(last_dereg),
             "FormattedLastDeregistrationTime": rfc_time(last_dereg),
             "LastErrorReason": None, "LastErrorTime": None, "FormattedLastErrorTime": None,
-            "LoadIndex": min(10_000, count * between(rm, 250, 450)) if catalog.multi else None,
-            "LoadIndexes": [], "MachineType": "Physical" if physical else "Virtual",
-            "MaintenanceModeReason": "Patching" if maintenance else None,
+            "LoadIndex": load,
+            "LoadIndexNames": ["CPU", "Memory"] if catalog.multi else [],
+            "LoadIndexes": [load // 2, load - load // 2] if load is not None else [],
+            "MachineConfigurationOutOfSync": rm.random() < 0.02,
+            "MachineType": "Physical" if physical else "Virtual",
+            "MachineUnavailableReason": "None",
+            "MaintenanceModeReason": "Administrator" if maintenance else "None",
             "Metadata": [{"Name": "Owner", "Value": "VDI team"}] if rm.random() < 0.2 else [],
             "OSType": catalog.os_type, "OSVersion": catalog.os_version,
             "PersistUserChanges": "OnLocal" if static else "Discard",
+            "PowerActionPending": False,
             "PowerState": "Unmanaged" if physical else power,
-            "ProvisioningType": catalog.provisioning, "PublishedName": None,
+            "ProvisioningType": catalog.provisioning,
+            "PublishedApplications": (
+                [a["Name"] for a in self.apps[:3]] if catalog.delivery == "AppsOnly" else []
+            ),
+            "PublishedName": None,
             "RegistrationState": registration,
+            "ScheduledReboot": "None",
             "SessionClientAddress": one["Client"]["IPAddress"] if one else None,
             "SessionClientName": one["Client"]["Name"] if one else None,
             "SessionClientVersion": one["Client"]["Version"] if one else None,
@@ -558,6 +597,7 @@ class Site:
             "SessionLaunchedViaIP": conn["LaunchedViaIP"] if conn else None,
             "SessionProtocol": conn["Protocol"] if conn else None,
             "SessionSecureIcaActive": conn["SecureIcaActive"] if conn else None,
+            "SessionSmartAccessTags": [f"{t['Farm']}:{t['Filter']}" for t in tags],
             "SessionStartTime": one["StartTime"] if one else None,
             "FormattedSessionStartTime": one["FormattedStartTime"] if one else None,
             "SessionState": one["State"] if one else None,
@@ -567,7 +607,21 @@ class Site:
             "SessionUserName": one["User"]["SamName"] if one else None,
             "Sid": f"{sid_prefix}-{20_000 + index}",
             "SummaryState": summary,
+            "SupportedPowerActions": [] if physical else list(POWER_ACTIONS),
             "Tags": ["gpu"] if catalog.prefix == "GPU-" else [],
+            "UpgradeDetail": None if not upgrade else {
+                "DurationInHours": 4, "LastStateChangeTimeUtc": rfc_time(last_dereg),
+                "ScheduleStatus": "UpgradeScheduled", "ScheduledTimeUtc": rfc_time(NOW),
+                "StatusMessage": None, "TargetPackageVersion": "2411.0.0.1",
+                "Uuid": guid(rm),
+            },
+            "UpgradeState": "UpgradeScheduled" if upgrade else "UpToDate",
+            "UpgradeType": pick(rm, ["CR", "LTSR", None]),
+            "WillShutdownAfterUse": False,
+            "WindowsActivationStatus": "Licensed" if not physical else None,
+            "WindowsActivationStatusErrorCode": None,
+            "WindowsActivationStatusVirtualMachineError": None,
+            "WindowsActivationTypeProvisionedVirtualMachine": "KMS" if not physical else None,
             "WindowsConnectionSetting": "LogonEnabled",
         }  # fmt: skip
 
@@ -601,3 +655,10 @@ class Site:
                 out.write(self.list_key(index, form) + "\n")
             out.writelines(ghost + "\n" for ghost in reversed(pending))
         return ghosts
+
+
+def mean_record_size(shape: Shape, seed: int = 1, machines: int = 400) -> float:
+    """The mean size in bytes of one session as the API sends it (compact JSON), for `shape`."""
+    site = Site(seed, machines, shape=shape)
+    sizes = [len(orjson.dumps(s)) for i in range(machines) for s in site.sessions(i)]
+    return sum(sizes) / max(1, len(sizes))

@@ -123,7 +123,7 @@ class Decision:
 
     fault: Fault
     with_header: bool = False  # 429: send Retry-After too
-    legacy: bool = False  # 500: the ErrorMessage/SdkErrorId shape rather than activityId
+    legacy: bool = False  # 500: ErrorMessage/SdkErrorId, not activityId; 503: parameters object
 
 
 def decide(faults: Faults, rng: random.Random) -> Decision | None:
@@ -291,12 +291,16 @@ FORBIDDEN = citrix_error(
 )  # fmt: skip
 
 
-def unavailable(delay_s: int) -> Reply:
-    """503 with `parameters` as an object, as some real answers have it."""
+def unavailable(delay_s: int, as_object: bool = True) -> Reply:
+    """503 in the `ErrorResponse` shape, or with `parameters` as an object, as some real
+    answers have it (citrix-api.md 5.1)."""
     seconds = str(delay_s)
+    detail = f"Service is unavailable; try again in {seconds} seconds"
+    if not as_object:
+        return citrix_error(503, "serviceUnavailable", detail, retryDelay=seconds)
     body = {
         "type": ERRORS + "serviceUnavailable",
-        "detail": f"Service is unavailable; try again in {seconds} seconds",
+        "detail": detail,
         "parameters": {"retryDelay": seconds},
     }
     return Reply(503, orjson.dumps(body))
@@ -312,7 +316,7 @@ def fault_reply(decision: Decision, faults: Faults, activity_id: str) -> Reply |
     if fault is Fault.BAD_GATEWAY:
         return BAD_GATEWAY
     if fault is Fault.UNAVAILABLE:
-        return unavailable(faults.retry_delay_s)
+        return unavailable(faults.retry_delay_s, as_object=decision.legacy)
     if fault is Fault.GATEWAY_TIMEOUT:
         return GATEWAY_TIMEOUT
     return None

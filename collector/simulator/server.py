@@ -28,6 +28,7 @@ from aiohttp import web
 from collector.simulator.app import Counters, Credentials, State, build_app
 from collector.simulator.data import ListForm, Site
 from collector.simulator.faults import Faults, copy_faults, profile
+from collector.simulator.shapes import Shape
 
 DEFAULT_CUSTOMER_ID = "demo-customer"
 DEFAULT_CLIENT_ID = "demo-client-id"
@@ -45,8 +46,9 @@ class SimulatorConfig:
     served at once, 429 above; 0: none), `token_lifetime_s`, `session_page` (sessions a
     machine's answer holds at most, 0: all), `repeat_token` (a broken pager that repeats its
     token) and `deny` (endpoint name to the status it always answers) override it.
-    `write_machines`, if set, is where the machine list (in `machine_list_form`) is written
-    before `run_forever` announces the server.
+    `shape` is `sparse` (what a tenant typically returns, about 1.7 KB a session) or `full`
+    (every property of the model). `write_machines`, if set, is where the machine list (in
+    `machine_list_form`) is written before `run_forever` announces the server.
     """
 
     host: str = "127.0.0.1"
@@ -70,6 +72,7 @@ class SimulatorConfig:
     write_machines: str | Path | None = None
     machine_list_form: ListForm = "name"
     empty_fraction: float = 0.15
+    shape: Shape = "sparse"
 
 
 def resolve_faults(config: SimulatorConfig) -> Faults:
@@ -143,7 +146,9 @@ def make_state(config: SimulatorConfig) -> State:
         onprem_username=config.onprem_username,
         onprem_password=config.onprem_password,
     )
-    site = Site(config.seed, config.machines, empty_fraction=config.empty_fraction)
+    site = Site(
+        config.seed, config.machines, empty_fraction=config.empty_fraction, shape=config.shape
+    )
     # The fault stream is seeded too, so a run's faults repeat as long as requests arrive
     # in the same order.
     return State(site, credentials, resolve_faults(config), random.Random(config.seed))

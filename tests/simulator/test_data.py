@@ -50,13 +50,32 @@ class TestDeterminism:
         assert a.expected_sessions().keys() != b.expected_sessions().keys()
 
     def test_machine_and_sessions_agree(self) -> None:
-        """`machine(i)` is exactly the `Machine` inside each of its sessions."""
-        site = Site(seed=2, machines=120)
+        """`machine(i)` is exactly the `Machine` inside each of its full sessions."""
+        site = Site(seed=2, machines=120, shape="full")
         for i in range(120):
             machine = site.machine(i)
             sessions = site.sessions(i)
             assert machine["SessionCount"] == len(sessions)
             assert all(s["Machine"] == machine for s in sessions)
+
+    def test_a_sparse_machine_agrees_with_its_listing(self) -> None:
+        """A sparse session's small `Machine` has the values the machine listing shows."""
+        site = Site(seed=2, machines=120)
+        for i in range(120):
+            machine = site.machine(i)
+            for session in site.sessions(i):
+                embedded = session["Machine"]
+                assert embedded == {k: machine[k] for k in embedded}
+                assert {"Id", "Name", "DnsName"} <= set(embedded)
+
+    def test_both_shapes_have_the_same_sessions(self) -> None:
+        """A seed's sparse and full sites hold the same session Ids, users and start times."""
+        sparse, full = Site(seed=2, machines=120), Site(seed=2, machines=120, shape="full")
+        for i in range(120):
+            for small, big in zip(sparse.sessions(i), full.sessions(i), strict=True):
+                assert small["Id"] == big["Id"]
+                assert small["User"]["Sid"] == big["User"]["Sid"]
+                assert small["StartTime"] == big["StartTime"]
 
     def test_the_last_machine_of_a_huge_site_is_instant(self) -> None:
         """Machine 199,999 of a 200,000-machine site is generated on demand, not after the rest."""
@@ -71,10 +90,10 @@ class TestDeterminism:
 
 class TestShape:
     def test_every_documented_field_is_present(self) -> None:
-        """Each session carries every key path of the documented example (citrix-api.md 7)."""
+        """Each full session carries every key path of the documented example (citrix-api.md 7)."""
         example = load_fixture("machine-sessions-response.json")["Items"][0]
         wanted = keys_tree(example)
-        site = Site(seed=3, machines=200)
+        site = Site(seed=3, machines=200, shape="full")
         sessions = all_sessions(site)
 
         in_lists = ("ApplicationsInUse.", "Connection.SmartAccessTags.")
@@ -86,7 +105,7 @@ class TestShape:
 
     def test_times_come_in_both_formats(self) -> None:
         """Plain times use the .NET en-US form and their Formatted twins RFC 3339 UTC."""
-        session = all_sessions(Site(seed=4, machines=20))[0]
+        session = all_sessions(Site(seed=4, machines=20, shape="full"))[0]
 
         assert session["StartTime"].endswith((" AM", " PM"))
         assert session["StartTime"].count("/") == 2
