@@ -20,8 +20,9 @@ from typing import Any, BinaryIO, TextIO
 import anyio
 
 from collector import __version__
-from collector.client import CitrixClient, open_client
+from collector.client import CitrixClient
 from collector.config import Config, Credentials, Mode
+from collector.connect import open_client
 from collector.errors import (
     CollectorError,
     FatalError,

@@ -4,8 +4,8 @@ A `TokenProvider` hands out the current token, cached until shortly before it ex
 renews it after a 401. Renewal is single-flight: one lock per provider, so however many
 workers find the token stale at once, the token endpoint sees one request (SPEC 5.2).
 
-Providers send through a `Transport` (the client's: the same connection pool, rate limiter
-and concurrency limit as the data calls), so this module imports no HTTP library. Secrets
+Providers send through a `Transport` (the run's pacer and connection pool, outside the
+in-flight window: see `transport.PacedTransport`), so this module imports no HTTP library. Secrets
 and tokens never appear in a message or a log line: messages name the environment
 variables that hold them instead.
 """
@@ -15,12 +15,11 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
 import anyio
-from tenacity import AsyncRetrying
 
 from collector.errors import ApiError, AuthError
 from collector.models import RunStats
@@ -30,7 +29,6 @@ from collector.protocol import (
     TOKENS_PATH,
     TRANSACTION_HEADER,
     USER_AGENT,
-    Answer,
     build_url,
     decipher,
     get_folded,
@@ -42,25 +40,11 @@ from collector.protocol import (
     transaction_note,
     utc_now,
 )
+from collector.retry import RetryPolicy
+from collector.transport import Request, Transport
 
 FALLBACK_LIFETIME_S = 3600.0  # documented lifetime of a Citrix Cloud token, if the answer omits it
 RENEW_AHEAD_MAX_S = 300.0  # renew when less than a tenth of the lifetime, and at most this, is left
-
-
-class Transport(Protocol):
-    """**Protocol:** sends one HTTP request and returns the whole answer.
-
-    Raises `ApiError` (retryable, kind `network` or `timeout`) if no answer came.
-    """
-
-    async def send(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        data: bytes | None = None,
-    ) -> Answer: ...
 
 
 class TokenProvider(Protocol):
@@ -118,7 +102,7 @@ class CachedTokenAuth:
         self,
         *,
         transport: Transport,
-        retrying: Callable[[], AsyncRetrying],
+        retrying: RetryPolicy,
         stats: RunStats,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = utc_now,
@@ -152,11 +136,8 @@ class CachedTokenAuth:
 
     async def _fetch_and_cache(self) -> str:
         """Fetch with the retry policy; raises `AuthError` when no token can be had."""
-        token, lifetime = "", 0.0
         try:
-            async for attempt in self.retrying():
-                with attempt:
-                    token, lifetime = await self.fetch()
+            (token, lifetime), _ = await self.retrying.call(self.fetch)
         except ApiError as exc:
             raise AuthError(
                 f"no token could be obtained from {self.describe()}: {exc.message}"
@@ -186,7 +167,7 @@ class CachedTokenAuth:
             **headers,
         }
         self.stats.token_requests += 1
-        answer = await self.transport.send("POST", url, headers=headers, data=data)
+        answer = await self.transport.send(Request("POST", url, headers, data))
         if answer.status in (400, 401, 403):
             message, _ = read_error_body(answer.body)
             raise AuthError(
@@ -220,7 +201,7 @@ class ClientCredentialsAuth(CachedTokenAuth):
         id_env: str = "CITRIX_CLIENT_ID",
         secret_env: str = "CITRIX_CLIENT_SECRET",
         transport: Transport,
-        retrying: Callable[[], AsyncRetrying],
+        retrying: RetryPolicy,
         stats: RunStats,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = utc_now,
@@ -273,7 +254,7 @@ class OnPremAuth(CachedTokenAuth):
         user_env: str = "CITRIX_USERNAME",
         password_env: str = "CITRIX_PASSWORD",
         transport: Transport,
-        retrying: Callable[[], AsyncRetrying],
+        retrying: RetryPolicy,
         stats: RunStats,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = utc_now,

@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="stop before any request on a bad line")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--metrics-file", metavar="PATH", help="Prometheus text metrics at the end")
+    p.add_argument(
+        "--no-uvloop", action="store_true", help="the standard asyncio loop even if uvloop is in"
+    )
     add_log_options(p)
     p.set_defaults(handler=cmd_run)
 
@@ -238,7 +241,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         stderr=sys.stderr,
         interactive=sys.stderr.isatty(),
     )
-    result = anyio.run(run, config, credentials, options, streams)
+    from collector.connect import loop_options
+
+    backend = loop_options(not args.no_uvloop)
+    result = anyio.run(run, config, credentials, options, streams, backend_options=backend)
     return result.exit_code
 
 

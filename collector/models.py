@@ -15,6 +15,7 @@ class ErrorKind(enum.StrEnum):
 
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
+    REJECTED = "rejected"  # 400, or 406 after the run's first success: the request was refused
     THROTTLED = "throttled"
     SERVER_ERROR = "server_error"
     TIMEOUT = "timeout"
@@ -131,6 +132,8 @@ class RunStats:
     retries: int = 0
     throttled: int = 0  # 429 answers
     token_requests: int = 0
+    current_rate: float = 0.0  # requests/s the pacer allows now (0: no limit)
+    current_window: int = 0  # requests the pacer allows in flight now
     discovery_done: bool = True  # False while the machine list is still streaming in
 
     @property

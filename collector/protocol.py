@@ -104,12 +104,12 @@ def auth_value(token: str) -> str:
 
 
 def request_headers(
-    *, token: str, customer_id: str, instance_id: str | None, transaction_id: str
+    *, customer_id: str, instance_id: str | None, transaction_id: str
 ) -> dict[str, str]:
-    """The headers of every `/cvad/manage` call; `instance_id=None` leaves out the site (`/me`)."""
+    """The headers of every `/cvad/manage` call but `Authorization`, which the authorisation
+    layer adds once pacing let the request go; `instance_id=None` leaves out the site (`/me`)."""
     headers = {
         "Accept": ACCEPT,
-        "Authorization": auth_value(token),
         "Citrix-CustomerId": customer_id,
         TRANSACTION_HEADER: transaction_id,
         "User-Agent": USER_AGENT,
@@ -282,8 +282,8 @@ def throttle_delay(headers: Mapping[str, str], body: bytes, *, now: datetime) ->
 def kind_of(status: int) -> ErrorKind:
     """The `errors.ndjson` kind of an HTTP error status.
 
-    `ErrorKind` has no class for "the request itself was refused" (400, 406, 409...):
-    such answers are recorded as `forbidden`, with the status beside them.
+    401 and 403 refuse the caller (`forbidden`); any other 4xx (400, 406, 409...) refuses the
+    request itself (`rejected`), with the status beside it.
     """
     if status == 404:
         return ErrorKind.NOT_FOUND
@@ -293,7 +293,9 @@ def kind_of(status: int) -> ErrorKind:
         return ErrorKind.TIMEOUT
     if status >= 500:
         return ErrorKind.SERVER_ERROR
-    return ErrorKind.FORBIDDEN
+    if status in (401, 403):
+        return ErrorKind.FORBIDDEN
+    return ErrorKind.REJECTED
 
 
 def decipher(status: int, headers: Mapping[str, str], body: bytes, *, now: datetime) -> Any:
@@ -303,9 +305,9 @@ def decipher(status: int, headers: Mapping[str, str], body: bytes, *, now: datet
 
     Raises `ApiError` for any status outside 2xx: retryable for 408, 429, 500, 502, 503 and
     504, with `retry_after` from the `Retry-After` header, else from the body's `retryDelay`;
-    not retryable otherwise (404 is `not_found`, 403 `forbidden`). Raises a retryable
-    `ApiError` of kind `invalid_response` if a 2xx body is not valid JSON. The error's
-    `transaction_id` is the answer's `Citrix-TransactionId`, if any.
+    not retryable otherwise (404 is `not_found`, 403 `forbidden`, 400 `rejected`).
+    Raises a retryable `ApiError` of kind `invalid_response` if a 2xx body is not valid JSON.
+    The error's `transaction_id` is the answer's `Citrix-TransactionId`, if any.
     """
     transaction_id = transaction_id_of(headers)
     if 200 <= status < 300:

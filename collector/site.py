@@ -8,8 +8,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from collector.client import open_client
 from collector.config import AuthMethod, Config, Credentials
+from collector.connect import open_client
 from collector.errors import OutputError
 from collector.models import RunStats
 from collector.sinks import PART, describe_os_error

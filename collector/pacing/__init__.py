@@ -1,0 +1,15 @@
+"""Pacing of every request of a run: when it may start, and how many may be in flight.
+
+Three parts, each one idea: `tuning` (the constants, each with its reason), `controller` (the
+decisions: rate and window as pure functions of answers and time) and `pacer` (the GCRA
+schedule, the in-flight window and the waiting). Nothing outside this package knows how the
+controller decides; the paced transport only reports answers to it.
+"""
+
+from __future__ import annotations
+
+from collector.pacing.controller import Controller, Verdict
+from collector.pacing.pacer import Clock, Grant, MonotonicClock, Pacer
+from collector.pacing.tuning import TUNING, Tuning
+
+__all__ = ["TUNING", "Clock", "Controller", "Grant", "MonotonicClock", "Pacer", "Tuning", "Verdict"]

@@ -1,0 +1,54 @@
+"""The constants of the pacing controller, in one frozen value, each with why it is what it is.
+
+Tests build variants with `dataclasses.replace`; the run uses `TUNING`. No logic here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """How the controller reacts; the defaults were tuned against the simulator (SPEC 8)."""
+
+    # --- pauses ---------------------------------------------------------------------------
+    default_pause_s: float = 1.0  # a 429 with neither Retry-After nor retryDelay
+    min_pause_s: float = 0.25  # shorter cannot let the server recover before the rate drops
+    max_pause_s: float = 120.0  # a Retry-After of hours would stall the run for nothing
+
+    # --- rate (CUBIC's shape, RFC 9438, on requests per second) ---------------------------
+    cut: float = 0.9  # the rate right after a 429, as a share of the estimate: each 429 pauses
+    # the run, so a gentle cut that stays near the limit costs less than AIMD's halving
+    deep_cut: float = 0.5  # when slow start ends: it may have overshot by a factor of two
+    found: float = 0.98  # the estimate, as a share of the rate, when a probe above it met a 429
+    plateau: float = 0.99  # where the climb back levels off, as a share of the estimate
+    quick_s: float = 3.0  # a 429 this soon after a pause means the estimate was a burst's
+    recovery_s: float = 1.0  # the climb from the cut back to the plateau (concave part)
+    probe: float = 0.1  # the probe reaches estimate * (1 + probe) after probe_s (convex part)
+    probe_per_pause: float = 45.0  # probe_s = this * pause: a dearer 429 is risked less often
+    probe_min_s: float = 10.0  # ... within these bounds
+    probe_max_s: float = 600.0
+    slow_start_s: float = 0.5  # the doubling time before the first estimate (TCP slow start)
+    min_rate: float = 0.5  # requests per second: the floor of every cut
+    sent_window_s: float = 1.0  # how far back the rate requests go out at is measured
+
+    # --- telling a limit from noise -------------------------------------------------------
+    dense_count: int = 3  # while unlimited, 429s point to a limit when at least this many ...
+    dense_share: float = 0.02  # ... make at least this share of the recent answers
+    answers_window_s: float = 1.0  # "recent"
+    answers_kept: int = 400  # and at most this many answers back
+    noise: float = 0.6  # once paced, a 429 at under this share of the most 2xx answers the
+    # server has given in one second is noise: the server has shown it takes more
+
+    # --- window (calls in flight) ---------------------------------------------------------
+    window_probe_s: float = 10.0  # how long the window holds at the in-flight count that
+    # worked before it tries one more: every try that fails costs a run-wide pause
+    window_probe_growth: float = 0.1  # then it grows convexly, by this share per probe_s cubed
+
+    # --- the pacer's waiting --------------------------------------------------------------
+    early: float = 0.5  # the head may go this share of an interval early (late wake-ups)
+    max_nap_s: float = 0.1  # a waiting caller looks again at least this often
+
+
+TUNING = Tuning()
