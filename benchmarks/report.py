@@ -172,6 +172,15 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def machine_line(machine: dict[str, Any]) -> str:
+    """`machine: 2 cores, <CPU model>, CPython 3.11.9, <OS>, <date>`, under the table."""
+    return (
+        f"machine: {machine['cores']} cores, {machine['cpu_model']}, "
+        f"{machine.get('implementation', 'Python')} {machine['python']}, "
+        f"{machine.get('os', '')}, {machine['date']}"
+    )
+
+
 def document(report: Report, machine: dict[str, Any], mode: str, seconds: float) -> dict[str, Any]:
     """What `latest.json` holds: the machine, the mode, every row with its figures, the counts."""
     return {

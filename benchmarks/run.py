@@ -56,6 +56,7 @@ from benchmarks.report import (
     Target,
     document,
     machine_info,
+    machine_line,
     render_markdown,
     render_text,
     write_json,
@@ -91,7 +92,7 @@ class Sizes:
 
 
 FULL = Sizes(
-    budget_s=470.0,
+    budget_s=480.0,
     latency=20_000,
     rate=4_000,
     in_flight=6_000,
@@ -403,7 +404,7 @@ def bench_limited(
         )
         total, throttled = data_requests(sim), answered_429s(sim)
         peak = sim.counters.peak_rps
-        peak_in_flight = getattr(sim.counters, "peak_in_flight", None)
+        peak_in_flight = getattr(sim.counters, "peak_in_flight", None) if max_in_flight else None
     finally:
         sim.stop()
     problem = trouble(child, n)
@@ -783,10 +784,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         report.notes.append("--quick: smaller sizes; the 200,000-machine rows are not run.")
     elapsed = time.monotonic() - started
+    machine = machine_info()
     print(render_markdown(report) if args.markdown else render_text(report))
-    print(f"bench time: {elapsed:.0f} s")
+    print(machine_line(machine))
+    print(f"bench time: {elapsed:.0f} s ({mode})")
     if json_path is not None:
-        write_json(json_path, document(report, machine_info(), mode, elapsed))
+        write_json(json_path, document(report, machine, mode, elapsed))
         print(f"figures written to {json_path}")
     return 0
 

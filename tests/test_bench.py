@@ -13,6 +13,8 @@ from benchmarks.report import (
     Report,
     Target,
     document,
+    machine_info,
+    machine_line,
     render_markdown,
     render_text,
 )
@@ -153,3 +155,12 @@ def test_document_holds_machine_rows_and_counts() -> None:
     }  # fmt: skip
     assert doc["rows"][1]["result"] == NOT_AVAILABLE
     assert (doc["targets_missed"], doc["not_available"], doc["not_run"]) == (0, 1, 0)
+
+
+def test_machine_info_names_cores_cpu_python_and_date() -> None:
+    """The machine a run was taken on is described by cores, CPU model, Python and date."""
+    info = machine_info()
+
+    assert info["cores"] >= 1 and info["cpu_model"] and info["python"].startswith("3.")
+    assert machine_line(info).startswith(f"machine: {info['cores']} cores, ")
+    assert info["date"].endswith("Z")
