@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from benchmarks.harness import Summary, parse_summary, record_key, record_keys
+from benchmarks.rates import steady_rate
 from benchmarks.report import (
     FAIL,
     NOT_AVAILABLE,
@@ -18,7 +19,6 @@ from benchmarks.report import (
     render_markdown,
     render_text,
 )
-from benchmarks.run import steady_rate
 from collector.models import RunStats
 from collector.progress import summary_lines
 
