@@ -5,7 +5,14 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from benchmarks.harness import Summary, parse_summary, record_key, record_keys
+from benchmarks.harness import (
+    Summary,
+    Unavailable,
+    parse_summary,
+    record_key,
+    record_keys,
+    start_simulator,
+)
 from benchmarks.rates import steady_rate
 from benchmarks.report import (
     FAIL,
@@ -164,3 +171,9 @@ def test_machine_info_names_cores_cpu_python_and_date() -> None:
     assert info["cores"] >= 1 and info["cpu_model"] and info["python"].startswith("3.")
     assert machine_line(info).startswith(f"machine: {info['cores']} cores, ")
     assert info["date"].endswith("Z")
+
+
+def test_a_knob_the_simulator_lacks_is_unavailable() -> None:
+    """A bench asking for a knob this simulator has not got gets `Unavailable`, naming it."""
+    with pytest.raises(Unavailable, match="no warp_drive knob"):
+        start_simulator(10, 0.0, warp_drive=3)
