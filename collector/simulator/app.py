@@ -64,7 +64,7 @@ ONPREM_CUSTOMER = "CitrixOnPremises"
 DEFAULT_LIMIT = 250
 MAX_LIMIT = 1000
 SLOTS = 64  # session positions per machine in a /Sessions continuation token (max is 48)
-BODY_CACHE_SIZE = 1024  # machine-sessions bodies (~18 KB each) kept for repeated requests
+BODY_CACHE_SIZE = 1024  # machines whose encoded sessions (~5 KB sparse, ~23 KB full) are kept
 AUTH = re.compile(r"cwsauth\s+bearer=(\S+)", re.IGNORECASE)
 # The calls `max_in_flight` limits: the ones that read sessions, per machine and site-wide.
 IN_FLIGHT_LIMITED = frozenset({"machine_sessions", "sessions"})
@@ -108,9 +108,10 @@ class Counters:
 
     `requests` by endpoint name (`token`, `onprem_token`, `me`, `machines`,
     `delivery_group_machines`, `catalog_machines`, `machine_sessions`, `sessions`, `unknown`);
-    `statuses` by HTTP status; `sessions_served` counts 200 answers per machine index;
-    `injected` counts each fault applied, by `Fault` value; `throttled` counts 429s,
-    `unauthorized` 401s; `peak_rps` is the most requests seen in any one-second window;
+    `statuses` by HTTP status; `sessions_served` counts 200 answers per machine index (each
+    page of a paged machine); `injected` counts each fault applied, by `Fault` value;
+    `throttled` counts 429s, `unauthorized` 401s; `peak_rps` is the most requests seen in any
+    one-second window;
     `in_flight_rejected` counts the 429s of `max_in_flight` and `peak_in_flight` the most
     sessions calls served at once.
     """
@@ -210,10 +211,13 @@ def query_value(request: web.Request, name: str) -> str | None:
 
 
 def project(items: list[Any], fields: str | None) -> list[Any]:
-    """Keep only the top-level keys named in `fields=` (any case); all of them without it."""
-    if not fields:
+    """Each item with only the top-level properties `fields=` names, as the service documents
+    it: names comma-separated, in any case, spaces around them ignored; a property kept is
+    kept whole, and a name that is no top-level property (`Machine.Name`, `Nope`) keeps
+    nothing. Without `fields` (or with only commas) every property is kept."""
+    wanted = {f.strip().casefold() for f in (fields or "").split(",")} - {""}
+    if not wanted:
         return items
-    wanted = {f.strip().casefold() for f in fields.split(",") if f.strip()}
     return [{k: v for k, v in item.items() if k.casefold() in wanted} for item in items]
 
 

@@ -318,11 +318,24 @@ class Site:
 
     def machine(self, index: int) -> Json:
         """The `MachineResponseModel` of machine `index`, as listings show it."""
-        return self.build(index, with_sessions=False)[0]
+        machine = self.build(index, with_sessions=False)[0]
+        return sparse_machine(machine) if self.shape == "sparse" else machine
 
     def sessions(self, index: int) -> list[Json]:
         """Every `SessionResponseModel` on machine `index`, each with its `Machine`."""
-        return self.build(index, with_sessions=True)[1]
+        if self.shape == "full":
+            return self.build(index, with_sessions=True)[1]
+        # A sparse session's small Machine needs none of the machine's own draws, so the
+        # whole machine is not built.
+        machine_id, catalog, count, rs = self.start(index)[1:]
+        host = self.host(index, catalog)
+        embedded = embedded_machine({
+            "Id": machine_id, "Name": f"{catalog.domain[0]}\\{host}",
+            "DnsName": f"{host}.{catalog.domain[1]}",
+            "MachineCatalog": dict(catalog.ref), "DeliveryGroup": dict(catalog.group),
+            "SessionSupport": "MultiSession" if catalog.multi else "SingleSession",
+        })  # fmt: skip
+        return [sparse_session(self.session(rs, index, catalog, k), embedded) for k in range(count)]
 
     def expected_sessions(
         self, indices: Iterable[int] | None = None
@@ -331,7 +344,10 @@ class Site:
         chosen = range(self.count) if indices is None else indices
         return {s["Id"]: (i, s) for i in chosen for s in self.sessions(i)}
 
-    def build(self, index: int, *, with_sessions: bool) -> tuple[Json, list[Json]]:
+    def start(self, index: int) -> tuple[random.Random, str, Catalog, int, random.Random]:
+        """Machine `index`'s own stream, its Id, catalog and session count, and the sessions'
+        stream, which is separate so `machine()` (needing at most the one session of a
+        single-session machine) agrees with `sessions()` on every value."""
         if not 0 <= index < self.count:
             raise IndexError(f"machine index {index} is not in 0..{self.count - 1}")
         h = self.machine_hash(index)
@@ -345,15 +361,14 @@ class Site:
             count = 1 + min(extra, MAX_MULTI_SESSIONS - 1)
         else:
             count = 1
-        # Sessions draw from their own stream, so `machine()` (which needs at most the one
-        # session of a single-session machine) agrees with `sessions()` on every value.
-        rs = random.Random(h ^ SESSIONS_SALT)
+        return rm, machine_id, catalog, count, random.Random(h ^ SESSIONS_SALT)
+
+    def build(self, index: int, *, with_sessions: bool) -> tuple[Json, list[Json]]:
+        """The full machine and (if asked) its full sessions, which share its dict."""
+        rm, machine_id, catalog, count, rs = self.start(index)
         wanted = count if with_sessions or not catalog.multi else 0
         sessions = [self.session(rs, index, catalog, k) for k in range(wanted)]
         machine = self.make_machine(rm, index, machine_id, catalog, count, sessions)
-        if self.shape == "sparse":
-            embedded = embedded_machine(machine)
-            return sparse_machine(machine), [sparse_session(s, embedded) for s in sessions]
         for session in sessions:
             session["Machine"] = machine
         return machine, sessions

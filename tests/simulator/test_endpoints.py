@@ -79,6 +79,8 @@ async def test_a_backslash_name_is_not_special(
         pytest.param("id,%20state", {"Id", "State"}, id="any-case-and-spaces"),
         pytest.param("Machine", {"Machine"}, id="nested-kept-whole"),
         pytest.param("Nope", set(), id="unknown-field"),
+        pytest.param("Machine.Name", set(), id="nested-path-names-nothing"),
+        pytest.param("Id,,", {"Id"}, id="empty-names-ignored"),
     ],
 )
 async def test_fields_keeps_only_the_named_top_level_keys(

@@ -11,7 +11,7 @@ import pytest
 from collector.simulator import Faults, Simulator, SimulatorConfig, parse_deny, serve
 from tests.simulator.conftest import api_headers, fetch_token, get, sessions_path, url
 
-LATENCY_MS = 150.0  # long enough that every call of a burst is in flight at once
+LATENCY_MS = 400.0  # long enough that a whole burst is in flight at once, even on a busy box
 
 
 async def burst(
@@ -195,6 +195,24 @@ class TestSessionPage:
         assert len(tokens) == 2
         assert tokens[0] is not None
         assert tokens[0] == tokens[1]
+
+    async def test_fields_project_every_page(self, client: aiohttp.ClientSession) -> None:
+        """fields= applies to each page of a paged machine, and the token still leads on."""
+        async with serve(SimulatorConfig(machines=60, seed=7, session_page=3)) as sim:
+            headers = api_headers(sim, await fetch_token(client, sim))
+            index = busy_machine(sim, 8)
+            path = sessions_path(sim.site.machine_id(index)) + "?fields=Id,State"
+            items: list[dict[str, object]] = []
+            token = ""
+            for _ in range(30):
+                _, body, _ = await get(client, sim, path + token, headers)
+                items += body["Items"]
+                if not body["ContinuationToken"]:
+                    break
+                token = f"&continuationToken={body['ContinuationToken']}"
+
+        expected = sim.site.sessions(index)
+        assert items == [{"Id": s["Id"], "State": s["State"]} for s in expected]
 
     async def test_unpaged_answers_have_no_token(
         self, client: aiohttp.ClientSession, sim: Simulator, headers: dict[str, str]
