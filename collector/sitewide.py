@@ -19,7 +19,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from collector.client import CitrixClient
 from collector.errors import ApiError
 from collector.feed import MachineFeed
 from collector.journal import CommittedFile, Journal
@@ -33,6 +32,19 @@ log = logging.getLogger("collector.sitewide")
 
 MACHINES_LISTING = "/cvad/manage/Machines"
 SESSIONS_LISTING = "/cvad/manage/Sessions"
+
+
+class ListingApi(Protocol):
+    """**Protocol:** the two paged listings a site-wide run reads (`CitrixClient` has them).
+
+    Each raises `ApiError` for a page that fails for good, or repeats its continuation token.
+    """
+
+    def machines(
+        self, delivery_group: str = "", catalog: str = ""
+    ) -> AsyncIterator[list[dict[str, Any]]]: ...
+
+    def site_sessions(self) -> AsyncIterator[list[dict[str, Any]]]: ...
 
 
 class ListingOutput(Protocol):
@@ -124,7 +136,7 @@ class SiteListing:
 
     def __init__(
         self,
-        client: CitrixClient,
+        client: ListingApi,
         writer: Writer,
         feed: MachineFeed,
         output: ListingOutput,
@@ -169,6 +181,11 @@ class SiteListing:
         finally:
             if not committed:
                 self.output.discard()
+                if self.stopper.stopping:
+                    log.warning(
+                        "the site-wide listing was stopped before its end: none of it is kept; "
+                        "run again with --resume to read it again"
+                    )
 
     async def _collect(self) -> bool:
         if self.machines is not None:
@@ -182,6 +199,10 @@ class SiteListing:
             return False
         for entry in self.index.missing():
             self.writer.handle(Failed(self._machine(entry), self._not_found(entry)))
+        if not any(self.index.found):
+            # No listed machine is the site's (or, resumed, every one is committed already):
+            # the sessions listing would keep nothing.
+            return True
         try:
             await self._list_sessions()
         except ApiError as exc:

@@ -3,6 +3,7 @@ run, in about sessions/1000 calls, exactly once across kills, stops and failed p
 
 from __future__ import annotations
 
+import hashlib
 import math
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import orjson
 import pytest
 
 from collector.simulator import app as simulator_app
+from collector.simulator.app import Endpoint
 from collector.simulator.faults import Reply
 from tests.e2e.conftest import (
     assert_exactly_once,
@@ -245,6 +247,12 @@ def test_kill_9_then_resume_is_exactly_once(
     args = ["run", "-c", str(config), "--no-progress", "--site-wide"]
 
     assert run_killed(args, sim, tmp_path, where, nth) == -signal.SIGKILL
+    renamed = list(out.glob("sessions-*.ndjson"))
+    if where == "rename":
+        assert len(renamed) == nth - 1  # renamed, never journaled
+    else:
+        assert len(renamed) >= 5  # every file of the listing renamed, none journaled
+    assert b'"listing"' not in (out / "journal.ndjson").read_bytes()
     done = run(config, sim, tmp_path, "--site-wide", "--resume")
 
     assert done.returncode == 0, done.stderr[-3000:]
@@ -252,8 +260,32 @@ def test_kill_9_then_resume_is_exactly_once(
     assert not list(out.glob("*.part"))
     manifest = manifest_of(out)
     assert [f["name"] for f in manifest["files"]] == sorted(p.name for p in out.glob("sessions-*"))
-    verified = run_cli(["verify", str(out)], cli_env(sim), tmp_path)
-    assert verified.returncode == 0, verified.stdout + verified.stderr.encode()
+    for entry in manifest["files"]:
+        data = (out / entry["name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        assert data.count(b"\n") == entry["records"]
+
+
+def test_an_outside_kill_9_mid_listing_then_resume_is_exactly_once(
+    tmp_path: Path, simulator: Any
+) -> None:
+    """kill -9 from outside once files were renamed, pages still to come: --resume is exact."""
+    sim = simulator(machines=1200, seed=15, latency_ms=300)
+    out = tmp_path / "out"
+    config = base_config(
+        tmp_path, sim, machine_list(tmp_path, sim, []), out, output={"max_records_per_file": 200}
+    )
+    args = ["run", "-c", str(config), "--no-progress", "--site-wide"]
+    process = start_cli(args, cli_env(sim), tmp_path)
+    assert wait_for(lambda: (out / "sessions-00001.ndjson").exists(), timeout=60)
+
+    process.kill()
+    process.communicate(timeout=30)
+    assert b'"listing"' not in (out / "journal.ndjson").read_bytes()
+    done = run(config, sim, tmp_path, "--site-wide", "--resume")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_exactly_once(out, sim, range(1200))
 
 
 def test_sigterm_exits_130_and_resume_completes(tmp_path: Path, simulator: Any) -> None:
@@ -291,7 +323,7 @@ def sessions_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     yield install
 
 
-def repeating(original: Any) -> Any:
+def repeating(original: Endpoint) -> Endpoint:
     def handler(state: Any, request: Any, name: str) -> Reply:
         given = request.query.get("continuationToken")
         reply = original(state, request, name)
@@ -304,7 +336,7 @@ def repeating(original: Any) -> Any:
     return handler
 
 
-def failing(original: Any) -> Any:
+def failing(original: Endpoint) -> Endpoint:
     def handler(state: Any, request: Any, name: str) -> Reply:
         if request.query.get("continuationToken") is None:
             return original(state, request, name)
@@ -339,8 +371,43 @@ def test_a_failed_listing_exits_1_and_resume_reads_it_again(
     assert len(errors) == 500
     assert {e["kind"] for e in errors} == {kind}
     assert not list(out.glob("sessions-*"))
-    simulator_app.HANDLERS["sessions"] = simulator_app.all_sessions
+    sessions_handler(lambda original: simulator_app.all_sessions)
     done = run(config, sim, tmp_path, "--site-wide", "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
     assert_exactly_once(out, sim, range(500))
     assert not (out / "errors.ndjson").read_bytes().strip()
+
+
+def test_shards_split_the_list_as_per_machine_mode_does(tmp_path: Path, simulator: Any) -> None:
+    """Two shards read the whole listing each and keep disjoint halves that make the whole."""
+    sim = simulator(machines=200, seed=13)
+    listed = machine_list(tmp_path, sim, [])
+    ids: list[str] = []
+    for k in range(2):
+        out = tmp_path / f"shard-{k}"
+        config = base_config(tmp_path, sim, listed, out)
+        done = run(config, sim, tmp_path, "--site-wide", "--shard", f"{k}/2")
+        assert done.returncode == 0, done.stderr[-3000:]
+        ids += [r["Id"] for r in committed_records(out)]
+
+    assert sorted(ids) == sorted(sim.site.expected_sessions(range(200)))
+
+
+def test_resume_after_a_committed_listing_rechecks_only_the_missing(
+    tmp_path: Path, simulator: Any
+) -> None:
+    """--resume of a run whose only failures are not_found reads the machine listing, not the
+    sessions, and writes nothing twice."""
+    sim = simulator(machines=50, seed=14)
+    out = tmp_path / "out"
+    config = base_config(tmp_path, sim, machine_list(tmp_path, sim), out)
+    assert run(config, sim, tmp_path, "--site-wide").returncode == 1
+    sessions_calls = sim.counters.requests["sessions"]
+
+    done = run(config, sim, tmp_path, "--site-wide", "--resume")
+
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert sim.counters.requests["sessions"] == sessions_calls
+    assert_exactly_once(out, sim, range(50))
+    errors = read_lines(out / "errors.ndjson")
+    assert sorted(e["machine"] for e in errors) == sorted(UNKNOWN)
