@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -11,14 +11,15 @@ from typing import Any
 import anyio
 import orjson
 import pytest
-from tenacity import AsyncRetrying
 
 from collector.auth import BearerAuth, ClientCredentialsAuth, OnPremAuth, renew_ahead
 from collector.errors import ApiError, AuthError
 from collector.models import ErrorKind, RunStats
 from collector.protocol import Answer
-from collector.retry import make_retrying
+from collector.retry import RetryPolicy, make_policy
+from collector.transport import Request
 from tests.conftest import load_fixture
+from tests.fakes import FakeClock
 
 TOKEN_URL = "https://api-us.cloud.com/cctrustoauth2/cust/tokens/clients"
 SECRET = "s3cr3t&=+/"
@@ -41,15 +42,8 @@ class ScriptedTransport:
     sent: list[Sent] = field(default_factory=list)
     gate: anyio.Event | None = None  # when set, each request waits for it
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        data: bytes | None = None,
-    ) -> Answer:
-        self.sent.append(Sent(method, url, dict(headers), data))
+    async def send(self, request: Request) -> Answer:
+        self.sent.append(Sent(request.method, request.url, dict(request.headers), request.data))
         if self.gate is not None:
             await self.gate.wait()
         step = self.script[min(len(self.sent), len(self.script)) - 1]
@@ -67,12 +61,8 @@ def token_answer(token: str, expires_in: Any = "3600") -> Answer:
     return answer(200, {"token_type": "bearer", "access_token": token, "expires_in": expires_in})
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+def Clock() -> FakeClock:
+    return FakeClock(1000.0)
 
 
 class Recorder:
@@ -83,14 +73,14 @@ class Recorder:
         self.waits.append(seconds)
 
 
-def policy(recorder: Recorder, attempts: int = 4) -> Callable[[], AsyncRetrying]:
-    return lambda: make_retrying(
+def policy(recorder: Recorder, attempts: int = 4) -> RetryPolicy:
+    return make_policy(
         max_attempts=attempts, max_backoff_s=10, sleep=recorder.sleep, rng=lambda: 1.0
     )
 
 
 def client_credentials(
-    transport: ScriptedTransport, clock: Clock | None = None, stats: RunStats | None = None
+    transport: ScriptedTransport, clock: FakeClock | None = None, stats: RunStats | None = None
 ) -> ClientCredentialsAuth:
     return ClientCredentialsAuth(
         TOKEN_URL,
@@ -291,7 +281,7 @@ class TestBearer:
 
 
 class TestOnPrem:
-    def make(self, transport: ScriptedTransport, clock: Clock) -> OnPremAuth:
+    def make(self, transport: ScriptedTransport, clock: FakeClock) -> OnPremAuth:
         return OnPremAuth(
             "https://ddc.corp.local",
             "CORP\\admin",

@@ -1,68 +1,43 @@
-"""The aiohttp client against scripted answers (aioresponses): wire format, retries, mapping."""
+"""The client against a mock transport at the bottom of the real layers: endpoints, retries,
+the 401 resend, /me, paging, setup errors and what a failure records."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.utils import format_datetime
-from types import SimpleNamespace
 from typing import Any, ParamSpec
 
-import aiohttp
 import anyio
-import anyio.lowlevel
 import orjson
 import pytest
-from aioresponses import CallbackResult, aioresponses
-from yarl import URL
 
 from collector import __version__
 from collector.auth import BearerAuth
-from collector.client import CitrixClient, ClientSettings, open_client
-from collector.config import ApiConfig, AuthConfig, CollectConfig, Config, Credentials
-from collector.errors import ApiError, AuthError, ConfigError, SetupRejectedError
-from collector.limiter import AdaptiveRateLimiter
+from collector.client import CitrixClient, ClientSettings, retry_policy
+from collector.errors import ApiError, AuthError, SetupRejectedError
 from collector.models import ErrorKind, RunStats
+from collector.pacing import Controller, Pacer
+from collector.protocol import Answer
+from collector.transport import AuthorizedTransport, PacedTransport, Request
 from tests.conftest import load_fixture
+from tests.fakes import EPOCH, FakeClock, RecordingTransport, answer
 
 P = ParamSpec("P")
 BASE = "https://api.example.test"
-TOKEN_URL = "https://auth.example.test/cctrustoauth2/cust/tokens/clients"
-NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+NOW = EPOCH
 SETTINGS = ClientSettings(base_url=BASE, customer_id="cust", site_id="site-1", max_attempts=3)
 ERROR_BODIES: dict[str, Any] = load_fixture("error-bodies.json")
-
-
-class CompatResponse(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 builds responses without the `stream_writer` aiohttp 3.14 requires.
-
-    Known upstream (pnuckowski/aioresponses#289); every scripted answer here uses this class.
-    """
-
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-def script(mock: aioresponses, url: URL | str, method: str = "GET", **kwargs: Any) -> None:
-    """Script an answer (or an exception) for `method url`."""
-    mock.add(url, method, response_class=CompatResponse, **kwargs)
-
-
-def result(**kwargs: Any) -> CallbackResult:
-    """A callback's answer."""
-    return CallbackResult(response_class=CompatResponse, **kwargs)
-
-
-def sessions_url(wire_name: str, **query: str) -> URL:
-    url = URL(f"{BASE}/cvad/manage/Machines/{wire_name}/Sessions", encoded=True)
-    return url.with_query(query) if query else url
-
-
+ME = {"Customers": [{"Id": "cust", "Sites": [{"Id": "site-9", "Name": "S"}]}]}
 OK = {"Items": [{"Id": "s1"}, {"Id": "s2"}]}
+
+
+def sessions(wire_name: str, query: str = "") -> str:
+    return f"/cvad/manage/Machines/{wire_name}/Sessions" + (f"?{query}" if query else "")
 
 
 def bounded(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
@@ -74,20 +49,6 @@ def bounded(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
             await test(*args, **kwargs)
 
     return run
-
-
-class FakeClock:
-    """The limiter's clock: sleeping moves time on at once."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
-        await anyio.lowlevel.checkpoint()
 
 
 @dataclass
@@ -105,53 +66,68 @@ class FakeAuth:
         return f"tok-{self.renewals}"
 
 
+Step = Answer | Exception
+
+
 @dataclass
 class Harness:
+    """The client over the real paced and authorised layers, a script at the bottom."""
+
     client: CitrixClient
-    mock: aioresponses
+    wire: RecordingTransport
     stats: RunStats
-    limiter: AdaptiveRateLimiter
     auth: FakeAuth
+    pacer: Pacer
+    script: dict[str, list[Step]] = field(default_factory=dict)
     waits: list[float] = field(default_factory=list)
 
-    def get(self, url: URL | str, **kwargs: Any) -> None:
-        script(self.mock, url, **kwargs)
+    def on(self, path: str, *steps: Step) -> None:
+        """Answer `path` (with its query) with `steps` in turn, the last one repeating."""
+        self.script[path] = list(steps)
 
-    def calls(self, url: URL | str, method: str = "GET") -> list[Any]:
-        return self.mock.requests.get((method, URL(url) if isinstance(url, str) else url), [])
+    def sent(self, path: str) -> list[Request]:
+        return [r for r in self.wire.sent if r.url == BASE + path]
 
-    def headers(self, url: URL | str) -> list[dict[str, str]]:
-        return [dict(call.kwargs["headers"]) for call in self.calls(url)]
+    def headers(self, path: str) -> list[dict[str, str]]:
+        return [dict(r.headers) for r in self.sent(path)]
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
+def harness() -> Harness:
     stats = RunStats()
-    limiter = AdaptiveRateLimiter(0, FakeClock())
     auth = FakeAuth()
     waits: list[float] = []
+    script: dict[str, list[Step]] = {"/cvad/manage/me": [answer(200, ME)]}
+
+    async def handler(request: Request) -> Answer:
+        steps = script.get(request.url.removeprefix(BASE))
+        if steps is None:
+            return answer(404, ERROR_BODIES["not_found_modern"])
+        step = steps.pop(0) if len(steps) > 1 else steps[0]
+        if isinstance(step, Exception):
+            raise step
+        return step
 
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    with aioresponses() as mock:
-        async with aiohttp.ClientSession() as session:
-            client = CitrixClient(
-                SETTINGS,
-                session=session,
-                auth=auth,
-                limiter=limiter,
-                stats=stats,
-                sleep=sleep,
-                rng=lambda: 1.0,
-                wall=lambda: NOW,
-            )
-            yield Harness(client, mock, stats, limiter, auth, waits)
+    wire = RecordingTransport(handler)
+    pacer = Pacer(Controller(0, SETTINGS.concurrency), FakeClock())
+    transport = PacedTransport(AuthorizedTransport(wire, auth), pacer, stats, wall=lambda: NOW)
+    client = CitrixClient(
+        SETTINGS,
+        transport=transport,
+        auth=auth,
+        stats=stats,
+        retry=retry_policy(SETTINGS, stats, sleep=sleep, rng=lambda: 1.0),
+        wall=lambda: NOW,
+    )
+    return Harness(client, wire, stats, auth, pacer, script, waits)
 
 
 async def confirm(h: Harness) -> None:
     """A first successful call, after which 403 and 406 are per-machine failures."""
-    h.get(sessions_url("OK"), payload=OK)
+    h.on(sessions("OK"), answer(200, OK))
     await h.client.get_machine_sessions("OK")
 
 
@@ -160,17 +136,15 @@ class TestWire:
     async def test_headers_and_name_on_the_wire(self, harness: Harness) -> None:
         """Exact headers, and DOMAIN\\NAME sent as DOMAIN%7CNAME."""
 
-        url = sessions_url("DOMAIN%7CNAME")
-        harness.get(url, payload=OK, headers={"Citrix-TransactionId": "srv-tx"})
-        answer = await harness.client.get_machine_sessions("DOMAIN\\NAME")
-        assert answer.items == OK["Items"]
-        assert (answer.transaction_id, answer.attempts) == ("srv-tx", 1)
-        ((method, sent),) = harness.mock.requests
-        assert method == "GET"
-        assert str(sent) == f"{BASE}/cvad/manage/Machines/DOMAIN%7CNAME/Sessions"
-        (headers,) = harness.headers(url)
+        harness.on(sessions("DOMAIN%7CNAME"), answer(200, OK))
+        result = await harness.client.get_machine_sessions("DOMAIN\\NAME")
+        assert result.items == OK["Items"]
+        (request,) = harness.sent(sessions("DOMAIN%7CNAME"))
+        assert request.method == "GET"
+        headers = dict(request.headers)
         transaction = headers.pop("Citrix-TransactionId")
         assert uuid.UUID(transaction).version == 4
+        assert result.transaction_id == transaction
         assert headers == {
             "Accept": "application/json",
             "Authorization": "CwsAuth Bearer=tok-0",
@@ -178,30 +152,26 @@ class TestWire:
             "Citrix-InstanceId": "site-1",
             "User-Agent": f"collector/{__version__}",
         }
-        assert harness.stats.requests == 1
+        assert harness.stats.requests == 2  # /me, then the machine
 
     @bounded
     async def test_fields(self, harness: Harness) -> None:
         """Configured fields are sent as fields=A,B."""
 
         harness.client.settings = replace(SETTINGS, fields=("Id", "State"))
-        url = sessions_url("M1", fields="Id,State")
-        harness.get(url, payload=OK)
+        harness.on(sessions("M1", "fields=Id,State"), answer(200, OK))
         await harness.client.get_machine_sessions("M1")
-        assert len(harness.calls(url)) == 1
+        assert len(harness.sent(sessions("M1", "fields=Id,State"))) == 1
 
     @bounded
     async def test_fresh_transaction_id_per_attempt(self, harness: Harness) -> None:
         """Every attempt, retries included, carries its own transaction id."""
 
-        url = sessions_url("M1")
-        harness.get(url, status=503, body=b"")
-        harness.get(url, status=503, body=b"")
-        harness.get(url, payload=OK)
-        answer = await harness.client.get_machine_sessions("M1")
-        ids = [h["Citrix-TransactionId"] for h in harness.headers(url)]
+        harness.on(sessions("M1"), answer(503), answer(503), answer(200, OK))
+        result = await harness.client.get_machine_sessions("M1")
+        ids = [h["Citrix-TransactionId"] for h in harness.headers(sessions("M1"))]
         assert len(set(ids)) == 3
-        assert answer.attempts == 3
+        assert result.attempts == 3
 
 
 class TestRetries:
@@ -210,27 +180,12 @@ class TestRetries:
     async def test_retryable_status(self, harness: Harness, status: int) -> None:
         """Each retryable status is retried, then the answer is used."""
 
-        url = sessions_url("M1")
-        harness.get(url, status=status, body=b"")
-        harness.get(url, payload=OK)
-        answer = await harness.client.get_machine_sessions("M1")
-        assert (answer.items, answer.attempts) == (OK["Items"], 2)
-        assert (harness.stats.requests, harness.stats.retries) == (2, 1)
+        harness.on(sessions("M1"), answer(status), answer(200, OK))
+        result = await harness.client.get_machine_sessions("M1")
+        assert (result.items, result.attempts) == (OK["Items"], 2)
+        assert (harness.stats.requests, harness.stats.retries) == (3, 1)
         assert harness.waits == [0.5]
         assert harness.stats.throttled == (1 if status == 429 else 0)
-
-    @bounded
-    async def test_429_pauses_the_run(self, harness: Harness) -> None:
-        """A 429 reaches the rate limiter: a run-wide pause, and a cut of a paced rate."""
-
-        limiter = AdaptiveRateLimiter(100, FakeClock())
-        harness.client.transport.limiter = limiter
-        url = sessions_url("M1")
-        harness.get(url, status=429, body=b"", headers={"Retry-After": "5"})
-        harness.get(url, payload=OK)
-        await harness.client.get_machine_sessions("M1")
-        assert limiter.paused_until == 5.0
-        assert limiter.current_rate < 100
 
     @pytest.mark.parametrize(
         ("headers", "body", "wait"),
@@ -242,7 +197,15 @@ class TestRetries:
                 7.0,
                 id="http-date",
             ),
+            pytest.param({"Retry-After": "2026-11-29T12:00:09Z"}, b"", 9.0, id="rfc3339"),
             pytest.param({}, orjson.dumps(ERROR_BODIES["rate_limited"]), 4.0, id="retry-delay"),
+            pytest.param(
+                {"Retry-After": "soon"},
+                orjson.dumps(ERROR_BODIES["rate_limited"]),
+                4.0,
+                id="unreadable-then-retry-delay",
+            ),
+            pytest.param({"Retry-After": "soon"}, b"", 0.5, id="unreadable-then-backoff"),
             pytest.param({"Retry-After": "0"}, b"", 0.5, id="backoff-above-floor"),
         ],
     )
@@ -250,21 +213,31 @@ class TestRetries:
     async def test_server_wait_is_the_floor(
         self, harness: Harness, headers: dict[str, str], body: bytes, wait: float
     ) -> None:
-        """Retry-After (seconds or a date), else retryDelay, is the least wait before a retry."""
+        """Retry-After (seconds, HTTP or RFC 3339 date), else retryDelay, else the backoff."""
 
-        url = sessions_url("M1")
-        harness.get(url, status=429, body=body, headers=headers)
-        harness.get(url, payload=OK)
+        harness.on(sessions("M1"), answer(429, body, headers), answer(200, OK))
         await harness.client.get_machine_sessions("M1")
         assert harness.waits == [wait]
+
+    @bounded
+    async def test_unreadable_retry_after_is_said_once(
+        self, harness: Harness, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A Retry-After that is neither seconds nor a date is logged once a run."""
+
+        harness.on(sessions("M1"), answer(503, b"", {"Retry-After": "whenever"}))
+        with caplog.at_level(logging.WARNING, "collector.client"), pytest.raises(ApiError):
+            await harness.client.get_machine_sessions("M1")
+        said = [r for r in caplog.records if "Retry-After" in r.getMessage()]
+        assert len(said) == 1
 
     @pytest.mark.parametrize(
         ("status", "kind"),
         [
-            (400, ErrorKind.FORBIDDEN),
+            (400, ErrorKind.REJECTED),
             (403, ErrorKind.FORBIDDEN),
             (404, ErrorKind.NOT_FOUND),
-            (406, ErrorKind.FORBIDDEN),
+            (406, ErrorKind.REJECTED),
         ],
     )
     @bounded
@@ -272,61 +245,51 @@ class TestRetries:
         """400, 403, 404 and 406 (after the run's first success) fail the machine at once."""
 
         await confirm(harness)
-        url = sessions_url("M1")
-        harness.get(url, status=status, payload=ERROR_BODIES["not_found_modern"])
+        harness.on(sessions("M1"), answer(status, ERROR_BODIES["not_found_modern"]))
         with pytest.raises(ApiError) as caught:
             await harness.client.get_machine_sessions("M1")
         exc = caught.value
         assert (exc.kind, exc.status, exc.attempts, exc.retryable) == (kind, status, 1, False)
-        assert len(harness.calls(url)) == 1
+        assert len(harness.sent(sessions("M1"))) == 1
         assert harness.waits == []
 
-    @pytest.mark.parametrize(
-        ("body", "message"),
-        [
-            pytest.param(b'{"Items": [{"Id": "s1"', "not valid JSON", id="truncated"),
-            pytest.param(b"<html>maintenance</html>", "not valid JSON", id="html"),
-        ],
-    )
     @bounded
-    async def test_invalid_json_exhausts(self, harness: Harness, body: bytes, message: str) -> None:
+    async def test_invalid_json_exhausts(self, harness: Harness) -> None:
         """A 2xx body that is not JSON is retried, then invalid_response with the attempts."""
 
-        url = sessions_url("M1")
-        harness.get(url, status=200, body=body, repeat=True)
-        with pytest.raises(ApiError, match=message) as caught:
+        harness.on(sessions("M1"), answer(200, b'{"Items": [{"Id": "s1"'))
+        with pytest.raises(ApiError, match="not valid JSON") as caught:
             await harness.client.get_machine_sessions("M1")
-        exc = caught.value
-        assert (exc.kind, exc.attempts) == (ErrorKind.INVALID_RESPONSE, 3)
-        assert harness.stats.requests == 3
+        assert (caught.value.kind, caught.value.attempts) == (ErrorKind.INVALID_RESPONSE, 3)
         assert harness.stats.retries == 2
 
     @pytest.mark.parametrize(
-        ("exception", "kind"),
-        [
-            pytest.param(aiohttp.ClientConnectionError(), ErrorKind.NETWORK, id="refused"),
-            pytest.param(aiohttp.ServerDisconnectedError(), ErrorKind.NETWORK, id="disconnect"),
-            pytest.param(aiohttp.ClientPayloadError("cut"), ErrorKind.NETWORK, id="payload"),
-            pytest.param(ConnectionResetError(104, "reset"), ErrorKind.NETWORK, id="reset"),
-            pytest.param(TimeoutError(), ErrorKind.TIMEOUT, id="timeout"),
-            pytest.param(aiohttp.ServerTimeoutError(), ErrorKind.TIMEOUT, id="server-timeout"),
-        ],
+        "kind", [pytest.param(ErrorKind.NETWORK, id="reset"), pytest.param(ErrorKind.TIMEOUT)]
     )
     @bounded
-    async def test_transport_errors(
-        self, harness: Harness, exception: Exception, kind: ErrorKind
+    async def test_no_answer_records_our_transaction_id(
+        self, harness: Harness, kind: ErrorKind
     ) -> None:
-        """Connection errors and timeouts are retried, then reported with their kind."""
+        """A timeout or a reset is retried, then recorded with the transaction id we sent."""
 
-        url = sessions_url("M1")
-        harness.get(url, exception=exception)
-        harness.get(url, payload=OK)
-        assert (await harness.client.get_machine_sessions("M1")).attempts == 2
-        harness.get(url, exception=exception, repeat=True)
+        await confirm(harness)
+        harness.on(sessions("M1"), ApiError("no answer", kind=kind, retryable=True))
         with pytest.raises(ApiError) as caught:
             await harness.client.get_machine_sessions("M1")
+        last = harness.headers(sessions("M1"))[-1]["Citrix-TransactionId"]
         assert (caught.value.kind, caught.value.attempts) == (kind, 3)
-        assert isinstance(caught.value.__cause__, type(exception))
+        assert caught.value.transaction_id == last
+
+    @bounded
+    async def test_error_answer_records_our_transaction_id(self, harness: Harness) -> None:
+        """A 502 from a gateway carries no transaction id: the one we sent is recorded."""
+
+        await confirm(harness)
+        harness.on(sessions("M1"), answer(502, b"<html>502 Bad Gateway</html>"))
+        with pytest.raises(ApiError) as caught:
+            await harness.client.get_machine_sessions("M1")
+        sent = harness.headers(sessions("M1"))[-1]["Citrix-TransactionId"]
+        assert caught.value.transaction_id == sent
 
     @pytest.mark.parametrize(
         ("fixture", "message"),
@@ -347,22 +310,19 @@ class TestRetries:
         await confirm(harness)
         body = ERROR_BODIES[fixture]
         raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
-        harness.get(sessions_url("M1"), status=404, body=raw)
+        harness.on(sessions("M1"), answer(404, raw))
         with pytest.raises(ApiError) as caught:
             await harness.client.get_machine_sessions("M1")
         assert caught.value.message.startswith(f"HTTP 404: {message}")
 
 
 class TestSetup:
-    @pytest.mark.parametrize(
-        ("status", "words"),
-        [(403, "permission"), (406, "bug")],
-    )
+    @pytest.mark.parametrize(("status", "words"), [(403, "permission"), (406, "bug")])
     @bounded
     async def test_first_call_rejected(self, harness: Harness, status: int, words: str) -> None:
         """A 403 or 406 before any success stops the run, saying what to check."""
 
-        harness.get(sessions_url("M1"), status=status, payload={"detail": "Access denied"})
+        harness.on(sessions("M1"), answer(status, {"detail": "Access denied"}))
         with pytest.raises(SetupRejectedError, match=words) as caught:
             await harness.client.get_machine_sessions("M1")
         assert caught.value.exit_code == 3
@@ -372,38 +332,56 @@ class TestSetup:
     async def test_forbidden_message_names_the_settings(self, harness: Harness) -> None:
         """The 403 message names the customer and site to check."""
 
-        harness.get(sessions_url("M1"), status=403, payload={"detail": "Access denied"})
+        harness.on(sessions("M1"), answer(403, {"detail": "Access denied"}))
         with pytest.raises(SetupRejectedError) as caught:
             await harness.client.get_machine_sessions("M1")
-        message = str(caught.value)
-        assert "customer_id (cust)" in message
-        assert "site_id (site-1)" in message
+        assert "customer_id (cust)" in str(caught.value)
+        assert "site_id (site-1)" in str(caught.value)
 
     @bounded
     async def test_site_discovery(self, harness: Harness) -> None:
         """Without [api] site_id, /me is asked once (no InstanceId) and its site is used."""
 
         harness.client.site_id = None
-        me_url = f"{BASE}/cvad/manage/me"
-        me = {"Customers": [{"Id": "cust", "Sites": [{"Id": "site-9", "Name": "S"}]}]}
-        harness.get(me_url, payload=me)
-        harness.get(sessions_url("M1"), payload=OK, repeat=True)
+        harness.on(sessions("M1"), answer(200, OK))
         async with anyio.create_task_group() as group:
             for _ in range(10):
                 group.start_soon(harness.client.get_machine_sessions, "M1")
-        (me_headers,) = harness.headers(me_url)
+        (me_headers,) = harness.headers("/cvad/manage/me")
         assert "Citrix-InstanceId" not in me_headers
-        assert me_headers["Accept"] == "application/json"
-        sent = harness.headers(sessions_url("M1"))
-        assert {h["Citrix-InstanceId"] for h in sent} == {"site-9"}
+        assert {h["Citrix-InstanceId"] for h in harness.headers(sessions("M1"))} == {"site-9"}
         assert await harness.client.resolve_site_id() == "site-9"
 
     @bounded
-    async def test_configured_site_needs_no_call(self, harness: Harness) -> None:
-        """A configured site id is used without calling /me."""
+    async def test_configured_site_still_calls_me(self, harness: Harness) -> None:
+        """A configured site id is used, and /me is still called once first."""
 
         assert await harness.client.resolve_site_id() == "site-1"
-        assert not harness.mock.requests
+        assert await harness.client.resolve_site_id() == "site-1"
+        assert [r.url for r in harness.wire.sent] == [f"{BASE}/cvad/manage/me"]
+
+    @bounded
+    async def test_404_on_me_is_fatal(self, harness: Harness) -> None:
+        """A 404 on /me says base_url looks wrong, with the URL called, and stops the run."""
+
+        harness.on("/cvad/manage/me", answer(404, ERROR_BODIES["not_found_modern"]))
+        with pytest.raises(SetupRejectedError) as caught:
+            await harness.client.resolve_site_id()
+        message = str(caught.value)
+        assert caught.value.exit_code == 3
+        assert "base_url" in message
+        assert f"{BASE}/cvad/manage/me" in message
+        assert "tok-0" not in message
+
+    @bounded
+    async def test_404_on_the_listing_is_fatal(self, harness: Harness) -> None:
+        """A 404 on the machine listing stops the run; a 404 for a machine does not."""
+
+        with pytest.raises(ApiError) as missing:
+            await harness.client.get_machine_sessions("M404")
+        assert missing.value.kind is ErrorKind.NOT_FOUND
+        with pytest.raises(SetupRejectedError, match="base_url"):
+            _ = [page async for page in harness.client.machines()]
 
 
 class TestAuth:
@@ -411,13 +389,11 @@ class TestAuth:
     async def test_401_renews_once(self, harness: Harness) -> None:
         """A 401 renews the token and sends again, without counting a failed attempt."""
 
-        url = sessions_url("M1")
-        harness.get(url, status=401, payload=ERROR_BODIES["unauthenticated"])
-        harness.get(url, payload=OK)
-        answer = await harness.client.get_machine_sessions("M1")
-        assert answer.attempts == 1
+        harness.on(sessions("M1"), answer(401, ERROR_BODIES["unauthenticated"]), answer(200, OK))
+        result = await harness.client.get_machine_sessions("M1")
+        assert result.attempts == 1
         assert harness.auth.renewals == 1
-        tokens = [h["Authorization"] for h in harness.headers(url)]
+        tokens = [h["Authorization"] for h in harness.headers(sessions("M1"))]
         assert tokens == ["CwsAuth Bearer=tok-0", "CwsAuth Bearer=tok-1"]
         assert harness.stats.retries == 0
 
@@ -425,19 +401,18 @@ class TestAuth:
     async def test_second_401_is_fatal(self, harness: Harness) -> None:
         """A 401 right after a renewal is an AuthError."""
 
-        url = sessions_url("M1")
-        harness.get(url, status=401, body=b"", repeat=True)
+        harness.on(sessions("M1"), answer(401))
         with pytest.raises(AuthError, match="401 twice"):
             await harness.client.get_machine_sessions("M1")
         assert harness.auth.renewals == 1
-        assert len(harness.calls(url)) == 2
+        assert len(harness.sent(sessions("M1"))) == 2
 
     @bounded
     async def test_bearer_401_is_fatal(self, harness: Harness) -> None:
         """A static token refused says which variable to refresh."""
 
         harness.client.auth = BearerAuth("static", "MY_BEARER")
-        harness.get(sessions_url("M1"), status=401, body=b"")
+        harness.on(sessions("M1"), answer(401))
         with pytest.raises(AuthError, match="MY_BEARER"):
             await harness.client.get_machine_sessions("M1")
 
@@ -447,143 +422,80 @@ class TestPages:
     async def test_follows_continuation_tokens(self, harness: Harness) -> None:
         """Pages are fetched with limit=1000 until the token is absent, null or empty."""
 
-        url = URL(f"{BASE}/cvad/manage/Machines")
-        harness.get(
-            url.with_query(limit="1000"),
-            payload={"Items": [{"Id": 1}], "ContinuationToken": "a/b+"},
+        path = "/cvad/manage/Machines?limit=1000"
+        harness.on(path, answer(200, {"Items": [{"Id": 1}], "ContinuationToken": "a/b+"}))
+        harness.on(
+            path + "&continuationToken=a%2Fb%2B",
+            answer(200, {"Items": [{"Id": 2}], "ContinuationToken": "c"}),
         )
-        harness.get(
-            url.with_query(limit="1000", continuationToken="a/b+"),
-            payload={"Items": [{"Id": 2}], "ContinuationToken": "c"},
-        )
-        harness.get(
-            url.with_query(limit="1000", continuationToken="c"),
-            payload={"Items": [{"Id": 3}], "ContinuationToken": None},
+        harness.on(
+            path + "&continuationToken=c",
+            answer(200, {"Items": [{"Id": 3}], "ContinuationToken": None}),
         )
         pages = [page async for page in harness.client.machines()]
         assert pages == [[{"Id": 1}], [{"Id": 2}], [{"Id": 3}]]
 
     @bounded
-    async def test_delivery_group_and_site_sessions(self, harness: Harness) -> None:
-        """Delivery-group machines and site-wide sessions use their own encoded paths."""
-
-        harness.client.settings = replace(SETTINGS, fields=("Id",))
-        group = URL(f"{BASE}/cvad/manage/DeliveryGroups/DG%201/Machines", encoded=True)
-        harness.get(group.with_query(limit="1000"), payload={"Items": [{"Id": "m"}]})
-        sessions = URL(f"{BASE}/cvad/manage/Sessions").with_query(fields="Id", limit="1000")
-        harness.get(sessions, payload={"Items": [{"Id": "s"}], "ContinuationToken": ""})
-        assert [p async for p in harness.client.machines(delivery_group="DG 1")] == [[{"Id": "m"}]]
-        assert [p async for p in harness.client.site_sessions()] == [[{"Id": "s"}]]
-
-    @bounded
     async def test_repeated_token_stops(self, harness: Harness) -> None:
-        """A server that hands back the same token twice cannot loop the client forever."""
+        """A server that hands back a token twice cannot loop the client forever."""
 
-        url = URL(f"{BASE}/cvad/manage/Sessions")
-        harness.get(url.with_query(limit="1000"), payload={"Items": [], "ContinuationToken": "x"})
-        harness.get(
-            url.with_query(limit="1000", continuationToken="x"),
-            payload={"Items": [], "ContinuationToken": "x"},
+        path = "/cvad/manage/Sessions?limit=1000"
+        harness.on(path, answer(200, {"Items": [], "ContinuationToken": "x"}))
+        harness.on(
+            path + "&continuationToken=x", answer(200, {"Items": [], "ContinuationToken": "y"})
+        )
+        harness.on(
+            path + "&continuationToken=y", answer(200, {"Items": [], "ContinuationToken": "x"})
         )
         with pytest.raises(ApiError, match="repeated"):
             _ = [p async for p in harness.client.site_sessions()]
 
 
+class TestMachinePages:
+    @bounded
+    async def test_every_page_of_a_machine(self, harness: Harness) -> None:
+        """A machine's paged answer is followed to its last page; each page is a request."""
+
+        harness.on(sessions("M1"), answer(200, {"Items": [{"Id": "a"}], "ContinuationToken": "t1"}))
+        harness.on(
+            sessions("M1", "continuationToken=t1"),
+            answer(200, {"Items": [{"Id": "b"}], "ContinuationToken": "t2"}),
+        )
+        harness.on(sessions("M1", "continuationToken=t2"), answer(200, {"Items": [{"Id": "c"}]}))
+        result = await harness.client.get_machine_sessions("M1")
+        assert [item["Id"] for item in result.items] == ["a", "b", "c"]
+        assert result.attempts == 3
+        assert harness.stats.requests == 4  # /me and three pages
+
+    @bounded
+    async def test_repeated_machine_token_is_invalid_response(self, harness: Harness) -> None:
+        """A machine whose pager repeats its token fails as invalid_response, not a loop."""
+
+        page = {"Items": [{"Id": "a"}], "ContinuationToken": "same"}
+        harness.on(sessions("M1"), answer(200, page))
+        harness.on(sessions("M1", "continuationToken=same"), answer(200, page))
+        with pytest.raises(ApiError) as caught:
+            await harness.client.get_machine_sessions("M1")
+        assert caught.value.kind is ErrorKind.INVALID_RESPONSE
+        assert caught.value.transaction_id is not None
+        assert len(harness.sent(sessions("M1", "continuationToken=same"))) == 1
+
+
 class TestConcurrency:
     @bounded
     async def test_at_most_concurrency_in_flight(self, harness: Harness) -> None:
-        """No more than `concurrency` exchanges are in flight, however many callers."""
+        """No more than `concurrency` exchanges reach the wire at once, however many callers."""
 
-        running = peak = 0
+        async def slow(request: Request) -> Answer:
+            await anyio.sleep(0.005)
+            if request.url.endswith("/me"):
+                return answer(200, ME)
+            return answer(200, OK)
 
-        async def slow(url: URL, **kwargs: Any) -> CallbackResult:
-            nonlocal running, peak
-            running += 1
-            peak = max(peak, running)
-            await anyio.sleep(0.01)
-            running -= 1
-            return result(payload=OK)
-
-        client = harness.client
-        client.transport.capacity.total_tokens = 3
-        harness.get(sessions_url("M1"), callback=slow, repeat=True)
+        harness.wire.handler = slow
+        harness.pacer.controller.window = harness.pacer.controller.max_window = 3
         async with anyio.create_task_group() as group:
             for _ in range(20):
-                group.start_soon(client.get_machine_sessions, "M1")
-        assert peak == 3
-        assert harness.stats.requests == 20
-
-
-def run_config(**collect: Any) -> Config:
-    return Config(
-        api=ApiConfig(base_url=BASE, customer_id="cust", site_id="site-1"),
-        auth=AuthConfig(token_url=TOKEN_URL),
-        collect=CollectConfig(**collect),
-    )
-
-
-class TestOpenClient:
-    @bounded
-    async def test_one_token_for_many_callers_and_one_renewal(self) -> None:
-        """50 callers share one token POST; after the token expires, 50 401s make one more."""
-
-        issued: list[str] = []
-
-        def token(url: URL, **kwargs: Any) -> CallbackResult:
-            issued.append(f"t{len(issued) + 1}")
-            return result(
-                payload={"access_token": issued[-1], "expires_in": "3600", "token_type": "b"}
-            )
-
-        def sessions(url: URL, **kwargs: Any) -> CallbackResult:
-            if kwargs["headers"]["Authorization"] == "CwsAuth Bearer=t1" and len(issued) == 1:
-                return result(status=401, payload=ERROR_BODIES["unauthenticated"])
-            return result(payload=OK)
-
-        stats = RunStats()
-        credentials = Credentials(client_id="id", client_secret="secret")
-        with aioresponses() as mock, anyio.fail_after(10):
-            script(mock, TOKEN_URL, "POST", callback=token, repeat=True)
-            script(mock, sessions_url("M1"), callback=sessions, repeat=True)
-            limiter = AdaptiveRateLimiter(0)
-            async with open_client(run_config(), credentials, stats, limiter=limiter) as client:
-                async with anyio.create_task_group() as group:
-                    for _ in range(50):
-                        group.start_soon(client.get_machine_sessions, "M1")
-                session = client.transport.session
-            assert session.closed
-            (post,) = [key for key in mock.requests if key[0] == "POST"]
-            assert len(mock.requests[post]) == 2
-            assert mock.requests[post][0].kwargs["headers"]["Content-Type"] == (
-                "application/x-www-form-urlencoded"
-            )
-        assert issued == ["t1", "t2"]
-        assert stats.token_requests == 2
-
-    @bounded
-    async def test_invalid_client_is_fast(self) -> None:
-        """Refused credentials stop with AuthError after one token call, naming the variables."""
-
-        with aioresponses() as mock, anyio.fail_after(10):
-            script(
-                mock, TOKEN_URL, "POST", status=400, payload=ERROR_BODIES["token_invalid_client"]
-            )
-            credentials = Credentials(client_id="id", client_secret="very-secret")
-            async with open_client(run_config(), credentials, RunStats()) as client:
-                with pytest.raises(AuthError) as caught:
-                    await client.get_machine_sessions("M1")
-            assert sum(len(calls) for calls in mock.requests.values()) == 1
-        message = str(caught.value)
-        assert "CITRIX_CLIENT_ID" in message
-        assert "CITRIX_CLIENT_SECRET" in message
-        assert "very-secret" not in message
-
-    @bounded
-    async def test_unreadable_ca_bundle(self, tmp_path: Any) -> None:
-        """A ca_bundle that cannot be read is a configuration error naming it."""
-
-        config = run_config()
-        config = replace(config, api=replace(config.api, ca_bundle=str(tmp_path / "none.pem")))
-        with pytest.raises(ConfigError, match="ca_bundle"):
-            async with open_client(config, Credentials(), RunStats()):
-                pass
+                group.start_soon(harness.client.get_machine_sessions, "M1")
+        assert harness.wire.peak == 3
+        assert harness.stats.requests == 21

@@ -101,14 +101,11 @@ class TestNames:
 
 class TestHeaders:
     def test_every_header_exact(self) -> None:
-        """Accept is exactly application/json; the token goes in the CwsAuth form."""
+        """Accept is exactly application/json; Authorization is left to the auth layer."""
 
-        headers = request_headers(
-            token="tok", customer_id="cust", instance_id="site", transaction_id="tx"
-        )
+        headers = request_headers(customer_id="cust", instance_id="site", transaction_id="tx")
         assert headers == {
             "Accept": "application/json",
-            "Authorization": "CwsAuth Bearer=tok",
             "Citrix-CustomerId": "cust",
             "Citrix-InstanceId": "site",
             "Citrix-TransactionId": "tx",
@@ -118,7 +115,7 @@ class TestHeaders:
     def test_no_instance_for_me(self) -> None:
         """`instance_id=None` (for /me) leaves the header out."""
 
-        headers = request_headers(token="t", customer_id="c", instance_id=None, transaction_id="x")
+        headers = request_headers(customer_id="c", instance_id=None, transaction_id="x")
         assert "Citrix-InstanceId" not in headers
 
     def test_token_form(self) -> None:
@@ -268,13 +265,13 @@ class TestDecipher:
     @pytest.mark.parametrize(
         ("status", "kind", "retryable"),
         [
-            (400, ErrorKind.FORBIDDEN, False),
+            (400, ErrorKind.REJECTED, False),
             (401, ErrorKind.FORBIDDEN, False),
             (403, ErrorKind.FORBIDDEN, False),
             (404, ErrorKind.NOT_FOUND, False),
-            (406, ErrorKind.FORBIDDEN, False),
+            (406, ErrorKind.REJECTED, False),
             (408, ErrorKind.TIMEOUT, True),
-            (409, ErrorKind.FORBIDDEN, False),
+            (409, ErrorKind.REJECTED, False),
             (429, ErrorKind.THROTTLED, True),
             (500, ErrorKind.SERVER_ERROR, True),
             (501, ErrorKind.SERVER_ERROR, False),

@@ -7,7 +7,7 @@ from tenacity import AsyncRetrying, Future, RetryCallState
 
 from collector.errors import ApiError, AuthError
 from collector.models import ErrorKind
-from collector.retry import full_jitter_wait, is_retryable, make_retrying
+from collector.retry import RetryPolicy, full_jitter_wait, is_retryable, make_policy
 
 
 def make_retry_state(attempt: int, exc: BaseException | None = None) -> RetryCallState:
@@ -81,44 +81,67 @@ def test_wait_ignores_other_errors() -> None:
     assert strategy(make_retry_state(2, ValueError())) == 0.0
 
 
+def policy(recorder: Recorder, attempts: int, *, retried: list[int] | None = None) -> RetryPolicy:
+    def on_retry(exc: ApiError, wait: float) -> None:
+        if retried is not None:
+            retried.append(exc.attempts)
+
+    return make_policy(
+        max_attempts=attempts,
+        max_backoff_s=120 if attempts > 4 else 1,
+        sleep=recorder.sleep,
+        rng=lambda: 1.0,
+        on_retry=on_retry,
+    )
+
+
 async def test_retries_then_succeeds() -> None:
     """Retryable failures are retried with the policy's waits; success ends the loop."""
 
     recorder = Recorder()
-    slept: list[int] = []
+    retried: list[int] = []
     calls = 0
-    retrying = make_retrying(
-        max_attempts=6,
-        max_backoff_s=120,
-        sleep=recorder.sleep,
-        rng=lambda: 1.0,
-        before_sleep=lambda state: slept.append(state.attempt_number),
-    )
-    async for attempt in retrying:
-        with attempt:
-            calls += 1
-            if calls < 3:
-                raise api_error(retry_after=None if calls == 1 else 3.0)
-    assert calls == 3
+
+    async def attempt() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise api_error(retry_after=None if calls == 1 else 3.0)
+        return "done"
+
+    assert await policy(recorder, 6, retried=retried).call(attempt) == ("done", 3)
     assert recorder.waits == [0.5, 3.0]
-    assert slept == [1, 2]
+    assert retried == [1, 2]
+
+
+async def test_first_success_never_sleeps() -> None:
+    """A first attempt that succeeds costs no wait and no retry."""
+
+    recorder = Recorder()
+
+    async def attempt() -> int:
+        return 7
+
+    assert await policy(recorder, 6).call(attempt) == (7, 1)
+    assert recorder.waits == []
 
 
 async def test_final_error_is_not_retried() -> None:
-    """A non-retryable error is raised at once, as it is."""
+    """A non-retryable error is raised at once, as it is, with its attempts."""
 
     recorder = Recorder()
     error = api_error(retryable=False)
     calls = 0
+
+    async def attempt() -> None:
+        nonlocal calls
+        calls += 1
+        raise error
+
     with pytest.raises(ApiError) as caught:
-        async for attempt in make_retrying(
-            max_attempts=6, max_backoff_s=1, sleep=recorder.sleep, rng=lambda: 0.5
-        ):
-            with attempt:
-                calls += 1
-                raise error
+        await policy(recorder, 6).call(attempt)
     assert caught.value is error
-    assert calls == 1
+    assert (calls, error.attempts) == (1, 1)
     assert recorder.waits == []
 
 
@@ -127,12 +150,26 @@ async def test_stops_after_max_attempts() -> None:
 
     recorder = Recorder()
     calls = 0
-    with pytest.raises(ApiError, match="HTTP 503"):
-        async for attempt in make_retrying(
-            max_attempts=4, max_backoff_s=1, sleep=recorder.sleep, rng=lambda: 1.0
-        ):
-            with attempt:
-                calls += 1
-                raise api_error()
-    assert calls == 4
+
+    async def attempt() -> None:
+        nonlocal calls
+        calls += 1
+        raise api_error()
+
+    with pytest.raises(ApiError, match="HTTP 503") as caught:
+        await policy(recorder, 4).call(attempt)
+    assert (calls, caught.value.attempts) == (4, 4)
     assert recorder.waits == [0.5, 1.0, 1.0]
+
+
+async def test_other_errors_pass_through() -> None:
+    """An error that is not an ApiError (a fatal one, a bug) is never retried."""
+
+    recorder = Recorder()
+
+    async def attempt() -> None:
+        raise AuthError("refused")
+
+    with pytest.raises(AuthError):
+        await policy(recorder, 6).call(attempt)
+    assert recorder.waits == []

@@ -167,8 +167,10 @@ class Controller:
                 return Verdict.NOISE
             self._slow_start = True  # dense 429s end an unlimited run's free rein
             rate = self._sent_rate(now)
-        elif self._rate < t.noise * max(self._peak, self._count):
-            return Verdict.NOISE  # far below what the server has taken in one second
+        elif self._rate < t.noise * max(self._peak, self._count) and not self._dense(now):
+            # Far below what the server has taken in one second, and rare: noise. Dense 429s
+            # are a limit even there: one that has fallen below what the server once took.
+            return Verdict.NOISE
         else:
             rate = self._rate_cut(now)
         self._pause(now, pause)

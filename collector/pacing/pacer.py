@@ -57,7 +57,9 @@ class Pacer:
         "_gone",
         "_head",
         "_issued",
+        "_last",
         "_tat",
+        "_tat_rate",
         "_waiters",
         "controller",
         "in_flight",
@@ -69,6 +71,8 @@ class Pacer:
         self.in_flight = 0  # windowed requests between acquire and release
         self._waiters: deque[anyio.Event] = deque()  # callers waiting for a window place
         self._tat = -math.inf  # GCRA: the theoretical arrival time of the next request
+        self._tat_rate = math.inf  # ... as the rate that set it would have it
+        self._last = -math.inf  # the last grant
         self._issued = 0  # schedule tickets handed out, in order of arrival
         self._head = 0  # the oldest ticket still waiting: only it may go
         self._gone: set[int] = set()  # tickets after the head already granted or abandoned
@@ -160,6 +164,8 @@ class Pacer:
                 if rate == math.inf:
                     break
                 interval = 1.0 / rate
+                if rate != self._tat_rate:  # a new rate applies from the last grant on
+                    self._tat, self._tat_rate = self._last + interval, rate
                 ahead = ticket - self._head
                 ready = max(self._tat, controller.paused_until) - tuning.early * interval
                 ready += ahead * interval
@@ -168,8 +174,11 @@ class Pacer:
                 await clock.sleep(min(max(ready - now, interval / 4), tuning.max_nap_s))
         finally:
             self._leave_queue(ticket)
-        if controller.rate < math.inf:
-            self._tat = max(self._tat, controller.paused_until, now) + 1.0 / controller.rate
+        rate = controller.rate
+        if rate < math.inf:
+            self._tat = max(self._tat, controller.paused_until, now) + 1.0 / rate
+            self._tat_rate = rate
+        self._last = now
         return now
 
     def _leave_queue(self, ticket: int) -> None:

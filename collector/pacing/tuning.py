@@ -37,7 +37,9 @@ class Tuning:
     dense_count: int = 3  # while unlimited, 429s point to a limit when at least this many ...
     dense_share: float = 0.02  # ... make at least this share of the recent answers
     answers_window_s: float = 1.0  # "recent"
-    answers_kept: int = 400  # and at most this many answers back
+    answers_kept: int = (
+        5000  # and at most this many back: fewer would let chance make 1 % look like 2 %
+    )
     noise: float = 0.6  # once paced, a 429 at under this share of the most 2xx answers the
     # server has given in one second is noise: the server has shown it takes more
 

@@ -1,0 +1,292 @@
+"""The pacing controller as a pure function of answers and time, against each shape of limit.
+
+No event loop and no sleep: `simulate` is a small discrete-time model of a run (workers, the
+pacer's rules, a server with a rate limit, a limit on calls in flight, random 429s, latency)
+that feeds the controller exactly what the paced transport would. The SPEC 8 figures are
+checked for real by `make bench`; the bounds here only say the controller finds each limit.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from collector.pacing import Controller, Verdict
+
+DT = 0.001  # the model's time step
+
+
+@dataclass
+class Server:
+    """What the model's server allows; `limits(t)` may change them during the run."""
+
+    rate: float = 0.0  # token bucket, one second of burst (0: none)
+    max_in_flight: int = 0  # 0: none
+    noise: float = 0.0  # share of answers that are 429 at random
+    latency: float = 0.02
+    retry_after: float = 1.0
+    tokens: float = 0.0
+    serving: list[float] = field(default_factory=list)  # when each admitted call ends
+
+    def admit(self, now: float, rng: random.Random) -> bool:
+        self.serving = [end for end in self.serving if end > now]
+        if self.max_in_flight and len(self.serving) >= self.max_in_flight:
+            return False
+        if self.rate:
+            if self.tokens < 1.0:
+                return False
+            self.tokens -= 1.0
+        if self.noise and rng.random() < self.noise:
+            return False
+        self.serving.append(now + self.latency)
+        return True
+
+
+@dataclass
+class Result:
+    ok: list[float] = field(default_factory=list)  # answer times of 2xx
+    throttled: list[float] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    windows: list[tuple[float, int]] = field(default_factory=list)
+    rates: list[tuple[float, float]] = field(default_factory=list)
+
+    def ok_rate(self, start: float, end: float) -> float:
+        return sum(start <= t < end for t in self.ok) / (end - start)
+
+    def throttled_share(self, start: float = 0.0) -> float:
+        bad = sum(t >= start for t in self.throttled)
+        good = sum(t >= start for t in self.ok)
+        return bad / max(1, bad + good)
+
+
+def simulate(
+    controller: Controller,
+    server: Server,
+    *,
+    duration: float,
+    workers: int = 32,
+    change: Callable[[float, Server], None] | None = None,
+    seed: int = 7,
+) -> Result:
+    """Run `workers` workers against `server` for `duration` virtual seconds."""
+    rng = random.Random(seed)
+    result = Result()
+    ready = [0.0] * workers  # when each worker may send again
+    busy = [False] * workers
+    answers: list[tuple[float, int, float, int, bool]] = []  # due, worker, sent, flight, ok
+    in_flight = 0
+    tat = -math.inf
+    server.tokens = server.rate
+    steps = round(duration / DT)
+    for step in range(steps):
+        now = step * DT
+        if change is not None:
+            change(now, server)
+        if server.rate:
+            server.tokens = min(server.rate, server.tokens + server.rate * DT)
+        due = [a for a in answers if a[0] <= now]
+        answers = [a for a in answers if a[0] > now]
+        for _, worker, sent_at, flight, ok in due:
+            in_flight -= 1
+            busy[worker] = False
+            if ok:
+                controller.on_success(now, flight)
+                result.ok.append(now)
+                ready[worker] = now
+            else:
+                verdict = controller.on_throttle(
+                    now, sent_at=sent_at, in_flight=flight, retry_after=server.retry_after
+                )
+                result.verdicts.append(verdict)
+                result.throttled.append(now)
+                ready[worker] = now + server.retry_after  # its own floor, pause or not
+        for worker in range(workers):
+            if busy[worker] or ready[worker] > now:
+                continue
+            if now < controller.paused_until or in_flight >= controller.window:
+                break
+            rate = controller.rate
+            if rate < math.inf:
+                if now < max(tat, controller.paused_until) - 0.5 / rate:
+                    break
+                tat = max(tat, controller.paused_until, now) + 1.0 / rate
+            in_flight += 1
+            busy[worker] = True
+            controller.on_sent(now)
+            ok = server.admit(now, rng)
+            answers.append((now + server.latency, worker, now, in_flight, ok))
+        if step % 100 == 0:
+            result.windows.append((now, controller.window))
+            result.rates.append((now, controller.rate))
+    return result
+
+
+class TestShapes:
+    def test_rate_limit(self) -> None:
+        """Against a 200/s token bucket the rate settles near 200/s with few 429s."""
+
+        controller = Controller(0, 64)
+        result = simulate(controller, Server(rate=200), duration=30, workers=64)
+        assert result.ok_rate(10, 30) >= 0.9 * 200
+        assert result.throttled_share(5) < 0.02
+        assert Verdict.RATE in result.verdicts
+
+    def test_concurrency_limit(self) -> None:
+        """Against 6 calls in flight at 20 ms the window settles at 6 and the rate stays free."""
+
+        controller = Controller(0, 32)
+        result = simulate(controller, Server(max_in_flight=6), duration=20)
+        assert controller.window == 6
+        assert controller.rate == math.inf
+        assert result.ok_rate(5, 20) >= 0.85 * 6 / 0.02
+        assert result.throttled_share(2) < 0.03
+        assert Verdict.WINDOW in result.verdicts
+
+    def test_both_limits(self) -> None:
+        """100/s and 8 in flight at once: the tighter bound, the rate, is found."""
+
+        controller = Controller(0, 64)
+        result = simulate(controller, Server(rate=100, max_in_flight=8), duration=30, workers=64)
+        assert controller.window <= 8
+        assert result.ok_rate(10, 30) >= 0.85 * 100
+        assert result.throttled_share(5) < 0.03
+
+    def test_scattered_429s_cut_nothing(self) -> None:
+        """1 % of 429s at random with no limit: neither the rate nor the window moves."""
+
+        clean = simulate(Controller(0, 64), Server(), duration=10, workers=64)
+        controller = Controller(0, 64)
+        noisy = simulate(controller, Server(noise=0.01), duration=10, workers=64)
+        assert set(noisy.verdicts) == {Verdict.NOISE}
+        assert controller.rate == math.inf
+        assert controller.window == 64
+        assert controller.paused_until == -math.inf
+        # Each 429 holds only its own worker for its Retry-After: 0.02 / (0.02 + 0.01 * 1 s).
+        assert noisy.ok_rate(2, 10) >= 0.6 * clean.ok_rate(2, 10)
+
+    def test_falling_concurrency_limit(self) -> None:
+        """A limit on calls in flight that falls from 8 to 4 mid-run is followed down.
+
+        Once every call waits as long as the server's latency, 429s and successes are sent
+        with the same number in flight, so the rate may be what follows it down: with a
+        steady latency, rate and calls in flight are one (Little's law).
+        """
+
+        def fall(now: float, server: Server) -> None:
+            if now >= 10:
+                server.max_in_flight = 4
+
+        controller = Controller(0, 32)
+        result = simulate(controller, Server(max_in_flight=8), duration=30, change=fall)
+        assert min(controller.window, controller.rate * 0.02) <= 4.5
+        assert result.throttled_share(15) < 0.03
+        assert result.ok_rate(15, 30) >= 0.8 * 4 / 0.02
+
+    def test_rising_concurrency_limit(self) -> None:
+        """A limit that rises from 4 to 8 is found again by the window's slow probe."""
+
+        def rise(now: float, server: Server) -> None:
+            if now >= 5:
+                server.max_in_flight = 8
+
+        controller = Controller(0, 32)
+        result = simulate(controller, Server(max_in_flight=4), duration=120, change=rise)
+        assert controller.window >= 7
+        assert result.ok_rate(110, 120) >= 0.8 * 7 / 0.02
+
+    def test_falling_rate_limit(self) -> None:
+        """A rate limit that falls from 200/s to 100/s is followed down."""
+
+        def fall(now: float, server: Server) -> None:
+            if now >= 10:
+                server.rate = 100
+
+        controller = Controller(0, 64)
+        result = simulate(controller, Server(rate=200), duration=40, workers=64, change=fall)
+        assert controller.rate <= 125
+        assert result.ok_rate(20, 40) >= 0.85 * 100
+        assert result.throttled_share(20) < 0.03
+
+
+class TestDecisions:
+    def test_unlimited_until_a_429(self) -> None:
+        """No ceiling and no 429: no rate limit, the full window."""
+
+        controller = Controller(0, 16)
+        for i in range(100):
+            controller.on_sent(i * 0.01)
+            controller.on_success(i * 0.01 + 0.005, 16)
+        assert (controller.rate, controller.window) == (math.inf, 16)
+
+    def test_never_above_the_ceiling(self) -> None:
+        """The configured rate is a ceiling the rate never climbs above."""
+
+        controller = Controller(50, 8)
+        controller.on_throttle(0.0, sent_at=0.0, in_flight=1, retry_after=0.5)
+        for i in range(10_000):
+            controller.on_success(1.0 + i * 0.01, 1)
+        assert controller.rate <= 50
+
+    def test_window_cut_to_what_worked(self) -> None:
+        """A 429 sent with more in flight than any success goes back to what succeeded."""
+
+        controller = Controller(0, 32)
+        for _ in range(5):
+            controller.on_success(0.0, 5)
+        verdict = controller.on_throttle(0.01, sent_at=0.005, in_flight=9, retry_after=1.0)
+        assert verdict is Verdict.WINDOW
+        assert controller.window == 5
+        assert controller.paused_until == 1.01
+        assert controller.rate == math.inf
+
+    def test_stale_429_extends_the_pause_only(self) -> None:
+        """A 429 for a request sent before the last cut cuts nothing more."""
+
+        controller = Controller(0, 32)
+        controller.on_throttle(1.0, sent_at=0.9, in_flight=9, retry_after=1.0)
+        window = controller.window
+        verdict = controller.on_throttle(1.5, sent_at=0.95, in_flight=3, retry_after=1.0)
+        assert verdict is Verdict.STALE
+        assert controller.window == window
+        assert controller.paused_until == 2.5
+
+    @pytest.mark.parametrize(
+        ("retry_after", "pause"),
+        [
+            pytest.param(None, 1.0, id="default"),
+            pytest.param(0.0, 0.25, id="floor"),
+            pytest.param(3.0, 3.0, id="server"),
+            pytest.param(10_000.0, 30.0, id="capped"),
+        ],
+    )
+    def test_pause_bounds(self, retry_after: float | None, pause: float) -> None:
+        """The run-wide pause is the server's wait, within the floor and `max_pause`."""
+
+        controller = Controller(10, 8, max_pause=30.0)
+        controller.on_throttle(10.0, sent_at=10.0, in_flight=1, retry_after=retry_after)
+        assert controller.paused_until == 10.0 + pause
+
+    def test_paced_429_far_below_the_peak_is_noise(self) -> None:
+        """Once paced, a 429 at well under what the server took in one second cuts nothing."""
+
+        controller = Controller(100, 64)
+        controller.on_throttle(0.0, sent_at=0.0, in_flight=1, retry_after=0.25)
+        for i in range(300):  # 150 answers a second over two seconds
+            controller.on_success(1.0 + i / 150, 1)
+        controller._rate = 60.0  # a cut far below what the server has shown it takes
+        verdict = controller.on_throttle(3.5, sent_at=3.4, in_flight=1, retry_after=1.0)
+        assert verdict is Verdict.NOISE
+        assert controller.rate == 60.0
+
+    def test_refuses_bad_settings(self) -> None:
+        """A negative or NaN rate and an empty window are refused."""
+
+        for rate in (-1.0, math.nan):
+            with pytest.raises(ValueError, match="rate"):
+                Controller(rate, 8)
+        with pytest.raises(ValueError, match="window"):
+            Controller(0, 0)
