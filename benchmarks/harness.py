@@ -289,9 +289,20 @@ def run_collector(
             shutil.rmtree(out, ignore_errors=True)  # KBs a machine: do not keep them
 
 
-def run_minimal(work: Path, sim: Any, machines: Path, timeout_s: float, concurrency: int) -> Child:
-    """The minimal aiohttp + orjson loop (`benchmarks/minimal_loop.py`) on the same list."""
-    out = work / "minimal.ndjson"
+def run_minimal(
+    work: Path,
+    sim: Any,
+    machines: Path,
+    timeout_s: float,
+    concurrency: int,
+    out: Path | None = None,
+) -> Child:
+    """The minimal aiohttp + orjson loop (`benchmarks/minimal_loop.py`) on the same list.
+
+    Its one output file is deleted unless `out` says where to keep it.
+    """
+    keep = out is not None
+    out = out or work / "minimal.ndjson"
     cmd = [
         sys.executable,
         str(REPO / "benchmarks" / "minimal_loop.py"),
@@ -311,7 +322,8 @@ def run_minimal(work: Path, sim: Any, machines: Path, timeout_s: float, concurre
     try:
         return run_child(cmd, child_env(sim), timeout_s)
     finally:
-        out.unlink(missing_ok=True)
+        if not keep:
+            out.unlink(missing_ok=True)
 
 
 # --- comparing outputs --------------------------------------------------------------------------

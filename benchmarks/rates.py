@@ -6,8 +6,10 @@ scattered 429s and the memory at 10,000.
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks.context import (
@@ -32,6 +34,8 @@ from benchmarks.harness import (
     answered_429s,
     child_env,
     data_requests,
+    output_lines,
+    record_keys,
     run_child,
     run_collector,
     run_minimal,
@@ -211,10 +215,14 @@ def bench_fast(ctx: Context) -> None:
             budget.cap(60),
         )
         plain_out.unlink(missing_ok=True)
-        clean = run_collector(ctx.work, sim, machines, budget.cap(90), concurrency=CONCURRENCY)
+        clean_out, loop_out = ctx.work / "out-fast", ctx.work / "minimal-fast.ndjson"
+        clean = run_collector(
+            ctx.work, sim, machines, budget.cap(90), concurrency=CONCURRENCY, out=clean_out
+        )
         minimal = None
         if budget.allows(20):
-            minimal = run_minimal(ctx.work, sim, machines, budget.cap(90), CONCURRENCY)
+            minimal = run_minimal(ctx.work, sim, machines, budget.cap(90), CONCURRENCY, loop_out)
+        same = same_records(clean_out, loop_out)
         noisy: Child | None = None
         served_before = sum(sim.counters.sessions_served.values())
         if budget.allows(30) and not trouble(clean, n):
@@ -270,11 +278,11 @@ def bench_fast(ctx: Context) -> None:
         )
     else:
         report.fail("vs a plain script", "-", "no plain-script figure", faster)
-    cpu_row(report, clean, minimal, n, cpu)
+    cpu_row(report, clean, minimal, n, cpu, same)
     scattered_row(report, clean, noisy, served, scattered)
     memory = Target("<=", 150, "MB")
     report.check(
-        "memory at 10,000",
+        f"memory at {n:,}",
         "the collector run above",
         f"peak RSS {clean.maxrss_mb:.0f} MB",
         memory,
@@ -283,7 +291,24 @@ def bench_fast(ctx: Context) -> None:
     )
 
 
-def cpu_row(report: Report, clean: Child, minimal: Child | None, n: int, cpu: Target) -> None:
+def same_records(collector_out: Path, loop_out: Path) -> bool | None:
+    """Whether the collector and the loop wrote the same records (None: one of them is missing).
+
+    Both outputs are deleted: the CPU comparison is fair only if the bytes written are the same.
+    """
+    try:
+        if not loop_out.exists() or not collector_out.exists():
+            return None
+        with loop_out.open("rb") as handle:
+            return record_keys(output_lines(collector_out)) == record_keys(handle)
+    finally:
+        shutil.rmtree(collector_out, ignore_errors=True)
+        loop_out.unlink(missing_ok=True)
+
+
+def cpu_row(
+    report: Report, clean: Child, minimal: Child | None, n: int, cpu: Target, same: bool | None
+) -> None:
     per_10k = clean.cpu_s * 10_000 / n
     loop_rate = minimal_row(report, minimal, "same list and simulator (reference)")
     if minimal is None or loop_rate is None:
@@ -294,9 +319,11 @@ def cpu_row(report: Report, clean: Child, minimal: Child | None, n: int, cpu: Ta
     report.check(
         "CPU cost",
         "the collector and loop rows above",
-        f"{per_10k:.2f} s per 10,000 vs loop {base_10k:.2f} s ({ratio:.2f}x)",
+        f"{per_10k:.2f} s per 10,000 vs loop {base_10k:.2f} s ({ratio:.2f}x), "
+        + {True: "same records", False: "records DIFFER", None: "records not compared"}[same],
         cpu,
         ratio,
+        same_records=same,
         collector_cpu_s_per_10k=round(per_10k, 2),
         loop_cpu_s_per_10k=round(base_10k, 2),
     )
