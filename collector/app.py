@@ -62,7 +62,7 @@ from collector.sinks import (
     read_errors,
     write_atomic,
 )
-from collector.sitewide import SiteListing, open_listing_output
+from collector.sitewide import SiteListing, check_fields, open_listing_output
 from collector.sources import (
     file_fingerprint,
     open_machine_list,
@@ -171,6 +171,8 @@ class Run:
 
     async def execute(self) -> RunResult:
         config, options = self.config, self.options
+        if config.collect.mode is Mode.SITE_WIDE:
+            check_fields(config.collect.fields)
         if self.to_stdout and (options.resume or options.retry_failed):
             raise InputError("--out - writes no journal, so it cannot --resume or --retry-failed")
         # The input is checked before the output directory is touched: a bad list must not

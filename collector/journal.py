@@ -6,6 +6,8 @@ fsynced only *after* a session file was renamed into place, and names the machin
 sessions that file holds. A machine is committed exactly when such a line names it, so a
 `kill -9` at any instant leaves a journal that describes only whole files. A torn last line
 (the crash came mid-append) is ignored: its file is then an orphan, deleted on resume.
+A site-wide listing (SPEC 5.5) is committed by one `listing` line naming all its files and
+machines, appended after its last file was renamed; until then all its files are orphans.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from collector.errors import ApiError
+from collector.errors import ApiError, ConfigError
 from collector.feed import MachineFeed
 from collector.journal import CommittedFile, Journal
 from collector.matching import MachineIndex, listed_name
@@ -121,6 +121,19 @@ def open_listing_output(
     return ListingStream(sink)
 
 
+def check_fields(fields: tuple[str, ...]) -> None:
+    """Site-wide mode matches sessions by their `Machine`: a projection must keep it.
+
+    Raises `ConfigError` naming the setting if `fields` is set without `Machine`.
+    """
+    if fields and not any(f.strip().casefold() == "machine" for f in fields):
+        raise ConfigError(
+            f"[collect] fields = {list(fields)!r} leaves out Machine, which site-wide mode "
+            'needs to match each session to its machine; add "Machine" to fields, or use '
+            'mode = "per-machine"'
+        )
+
+
 def session_count(machine: dict[str, Any]) -> int:
     value = machine.get("SessionCount")
     return value if isinstance(value, int) and value > 0 else 0
@@ -188,6 +201,7 @@ class SiteListing:
                     )
 
     async def _collect(self) -> bool:
+        """Read the listing; True once nothing of it is left to discard (committed, or empty)."""
         if self.machines is not None:
             await self._read_list(self.machines)
             if not len(self.index):

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from collector.config import Compression
-from collector.errors import ApiError
+from collector.errors import ApiError, ConfigError
 from collector.feed import MachineFeed
 from collector.flatten import make_flattener, make_record_encoder
 from collector.journal import Journal, read_journal
@@ -22,7 +22,7 @@ from collector.pipeline import Stopper, Writer
 from collector.progress import ListingProgress, ProgressReporter
 from collector.rundir import remove_leftovers
 from collector.sinks import PART, SessionFiles
-from collector.sitewide import ListingFiles, SiteListing
+from collector.sitewide import ListingFiles, SiteListing, check_fields
 
 
 def machine(n: int, sessions: int = 1) -> dict[str, Any]:
@@ -254,3 +254,20 @@ def test_the_progress_line_shows_pages_and_sessions(expected: int | None, text: 
     assert line.startswith("pages 2 of sessions and 1 of machines")
     assert text in line
     assert reporter.bar_position() == (7, expected, "sessions listed")
+
+
+@pytest.mark.parametrize(
+    ("fields", "refused"),
+    [
+        pytest.param((), False, id="no-projection"),
+        pytest.param(("Id", "machine"), False, id="with-machine"),
+        pytest.param(("Id", "UserName"), True, id="without-machine"),
+    ],
+)
+def test_a_projection_must_keep_the_machine(fields: tuple[str, ...], refused: bool) -> None:
+    """Without Machine no session could be matched: the configuration is refused, naming it."""
+    if refused:
+        with pytest.raises(ConfigError, match=r"\[collect\] fields .* add \"Machine\""):
+            check_fields(fields)
+    else:
+        check_fields(fields)
