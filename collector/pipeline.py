@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from collector.errors import ApiError
@@ -93,6 +92,30 @@ class Stopper:
         self.work.deadline = anyio.current_time() + self.grace
 
 
+T = TypeVar("T")
+
+
+async def put(stream: MemoryObjectSendStream[T], item: T) -> None:
+    """Send `item`, waiting only when the buffer is full.
+
+    anyio's `send()` and `receive()` pass a checkpoint (a trip round the event loop) even when
+    they need not wait: four a machine, for nothing. Cancellation still reaches a worker at
+    its next request, which always awaits.
+    """
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
+async def take(stream: MemoryObjectReceiveStream[T]) -> T:
+    """The next item, waiting only when none is buffered. Raises `anyio.EndOfStream` at the end."""
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        return await stream.receive()
+
+
 async def collect_one(api: SessionsApi, machine: Machine) -> Outcome:
     """Collect one machine; the only place an `ApiError` becomes a `Failure`.
 
@@ -163,9 +186,9 @@ async def run_pipeline(
             with stopper.intake:
                 async for item in source:
                     if isinstance(item, InvalidLine):
-                        await outcomes_send.send(item)
+                        await put(outcomes_send, item)
                     else:
-                        await machines_send.send(item)
+                        await put(machines_send, item)
 
     # Each worker owns a clone of both streams, made before any task runs, so the writer
     # sees the end exactly when the last worker is done (anyio docs, "Cloning").
@@ -178,12 +201,17 @@ async def run_pipeline(
     machines_recv.close()
 
     async def worker(
-        inbox: ObjectReceiveStream[Machine], outbox: ObjectSendStream[Outcome | InvalidLine]
+        inbox: MemoryObjectReceiveStream[Machine],
+        outbox: MemoryObjectSendStream[Outcome | InvalidLine],
     ) -> None:
-        async for machine in inbox:
+        while True:
+            try:
+                machine = await take(inbox)
+            except anyio.EndOfStream:
+                return
             if stopper.stopping:
                 return  # buffered machines stay uncollected; resume picks them up
-            await outbox.send(await collect_one(api, machine))
+            await put(outbox, await collect_one(api, machine))
 
     async def work() -> None:
         try:
@@ -199,7 +227,11 @@ async def run_pipeline(
 
     async def write() -> None:
         async with outcomes_recv:
-            async for outcome in outcomes_recv:
+            while True:
+                try:
+                    outcome = await take(outcomes_recv)
+                except anyio.EndOfStream:
+                    break
                 writer.handle(outcome)
         writer.sink.flush()
 

@@ -96,7 +96,7 @@ class ProgressReporter:
         return (
             f"{pages}machines {s.machines_done}{of} (ok {s.machines_ok}, "
             f"failed {s.machines_failed}), sessions {s.sessions}, requests {s.requests} "
-            f"({self.meter.rate:.1f}/s), 429s {s.throttled}, retries {s.retries}"
+            f"({self.meter.rate:.1f}/s), 429s {s.throttled}, retries {s.retries}, {pacing(s)}"
         )
 
     def bar_position(self) -> tuple[int, int | None, str]:
@@ -139,10 +139,16 @@ class ProgressReporter:
                     total=total,
                     detail=(
                         f"{unit}, {s.sessions} sessions, {rate:.0f} req/s, "
-                        f"{s.throttled} 429s, {s.machines_failed} failed"
+                        f"{s.throttled} 429s, {s.machines_failed} failed, {pacing(s)}"
                     ),
                 )
                 await anyio.sleep(0.5)
+
+
+def pacing(stats: RunStats) -> str:
+    """The pacer's current rate (or "no rate limit") and window, for the progress line."""
+    rate = f"rate {stats.current_rate:.0f}/s" if stats.current_rate else "no rate limit"
+    return f"{rate}, window {stats.current_window}"
 
 
 def summary_lines(
@@ -163,6 +169,7 @@ def summary_lines(
         f"  sessions         {stats.sessions}",
         f"  requests         {stats.requests} ({stats.retries} retries, {stats.throttled} 429s, "
         f"{stats.token_requests} token calls)",
+        f"  pacing at end    {pacing(stats)}",
         f"  duration         {duration_s:.1f} s ({throughput:.1f} machines/s)",
         f"  output           {output}",
         f"  exit code        {exit_code}",

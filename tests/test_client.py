@@ -493,7 +493,7 @@ class TestConcurrency:
             return answer(200, OK)
 
         harness.wire.handler = slow
-        harness.pacer.controller.window = harness.pacer.controller.max_window = 3
+        harness.pacer.controller = Controller(0, 3)
         async with anyio.create_task_group() as group:
             for _ in range(20):
                 group.start_soon(harness.client.get_machine_sessions, "M1")

@@ -213,6 +213,15 @@ class TestShapes:
 
 
 class TestDecisions:
+    def test_slow_start(self) -> None:
+        """The window starts small and grows by one a success up to `concurrency`."""
+
+        controller = Controller(0, 16)
+        assert controller.window == 4
+        for _ in range(5):
+            controller.on_success(0.0, 4)
+        assert controller.window == 9
+
     def test_unlimited_until_a_429(self) -> None:
         """No ceiling and no 429: no rate limit, the full window."""
 
@@ -232,13 +241,14 @@ class TestDecisions:
         assert controller.rate <= 50
 
     def test_window_cut_to_what_worked(self) -> None:
-        """A 429 sent with more in flight than any success goes back to what succeeded."""
+        """Two 429s sent with more in flight than any success go back to what succeeded."""
 
         controller = Controller(0, 32)
         for _ in range(5):
             controller.on_success(0.0, 5)
+        first = controller.on_throttle(0.009, sent_at=0.004, in_flight=8, retry_after=1.0)
         verdict = controller.on_throttle(0.01, sent_at=0.005, in_flight=9, retry_after=1.0)
-        assert verdict is Verdict.WINDOW
+        assert (first, verdict) == (Verdict.NOISE, Verdict.WINDOW)
         assert controller.window == 5
         assert controller.paused_until == 1.01
         assert controller.rate == math.inf
@@ -247,6 +257,7 @@ class TestDecisions:
         """A 429 for a request sent before the last cut cuts nothing more."""
 
         controller = Controller(0, 32)
+        controller.on_throttle(0.99, sent_at=0.9, in_flight=8, retry_after=1.0)
         controller.on_throttle(1.0, sent_at=0.9, in_flight=9, retry_after=1.0)
         window = controller.window
         verdict = controller.on_throttle(1.5, sent_at=0.95, in_flight=3, retry_after=1.0)

@@ -45,16 +45,17 @@ class TestPaced:
         assert (stats.requests, stats.throttled) == (2, 1)
 
     async def test_limit_429_pauses_the_run(self) -> None:
-        """A 429 sent with more in flight than any success pauses every request."""
+        """429s sent with more in flight than any success pause every request."""
 
         async def refuse(request: Request) -> Answer:
             return answer(429, b"", {"Retry-After": "5"})
 
         transport, pacer, stats = paced(MockTransport(refuse))
-        pacer.in_flight = 3  # two others in flight when this one goes
+        pacer.in_flight = 2  # others in flight when these go
+        await transport.send(request())
         await transport.send(request())
         assert pacer.controller.paused_until == 5.0
-        assert stats.current_window == 3
+        assert stats.current_window == 2  # back to one fewer than refused, none having worked
 
     async def test_window_is_released_after_an_error(self) -> None:
         """A request that raises gives its place in the window back."""

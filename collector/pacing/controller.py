@@ -38,6 +38,7 @@ class Controller:
         "_base",
         "_count",
         "_cut_at",
+        "_over_at",
         "_ok_flight",
         "_peak",
         "_probe_s",
@@ -49,6 +50,7 @@ class Controller:
         "_window_base",
         "_window_cut_at",
         "_window_probe_s",
+        "_window_slow_start",
         "ceiling",
         "estimate",
         "max_pause",
@@ -74,7 +76,7 @@ class Controller:
         self.ceiling = rate if rate > 0 else math.inf
         self.max_pause = tuning.max_pause_s if max_pause is None else max_pause
         self.max_window = max_window
-        self.window = max_window
+        self.window = min(max_window, tuning.initial_window)
         self.estimate: float | None = None  # the server's rate limit, as the last cut saw it
         self.paused_until = -math.inf
         self._rate = self.ceiling
@@ -91,6 +93,8 @@ class Controller:
         self._ok_flight = 0  # the most in flight a request was sent with and still succeeded
         self._window_base = max_window  # the window right after its last cut
         self._window_cut_at = -math.inf
+        self._window_slow_start = self.window < max_window
+        self._over_at = -math.inf  # the last 429 sent with more in flight than ever succeeded
         self._window_probe_s = tuning.probe_min_s
 
     @property
@@ -120,7 +124,10 @@ class Controller:
             self._ok_flight = min(in_flight, self.window)
         if self.estimate is not None or self._slow_start:
             self._rate = min(self.ceiling, self._rate_target(now))
-        if self.window < self.max_window:
+        if self._window_slow_start:
+            self.window += 1  # one more a success: the window doubles each round trip
+            self._window_slow_start = self.window < self.max_window
+        elif self.window < self.max_window:
             self.window = self._window_target(now)
 
     def on_throttle(
@@ -147,12 +154,15 @@ class Controller:
             # flood of 429s from one burst must not cut once per answer.
             self._pause(now, pause)
             return Verdict.STALE
-        if in_flight > 1 and self._ok_flight < in_flight:
-            # Refused with more in flight than any request that lately succeeded: the server
-            # counts calls in flight (Citrix Monitor allows one per tenant). Go back to what
-            # worked, as Vegas and Envoy's gradient settle on the concurrency that kept
-            # latency (here: answers) good, rather than halving as AIMD would: the count that
-            # worked is known, and every extra try costs a run-wide pause.
+        over = in_flight > 1 and self._ok_flight < in_flight
+        if over and now - self._over_at <= t.answers_window_s:
+            # Refused, twice lately, with more in flight than any request that succeeded: the
+            # server counts calls in flight (Citrix Monitor allows one per tenant). One such
+            # 429 alone may be noise that met a window still growing. Go back to what worked,
+            # as Vegas and Envoy's gradient settle on the concurrency that kept latency (here:
+            # answers) good, rather than halving as AIMD would: the count that worked is
+            # known, and every extra try costs a run-wide pause.
+            self._window_slow_start = False
             worked = self._ok_flight if self._ok_flight else in_flight - 1
             self.window = self._window_base = max(1, min(self.window, worked))
             self._ok_flight = min(self._ok_flight, self.window)
@@ -160,6 +170,8 @@ class Controller:
             self._window_probe_s = self._probe_for(pause)
             self._pause(now, pause)
             return Verdict.WINDOW
+        if over:
+            self._over_at = now
         if self._rate == math.inf:
             if not self._dense(now):
                 # Scattered 429s with no ceiling and nothing in flight to blame: a gateway's

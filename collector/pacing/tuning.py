@@ -44,6 +44,8 @@ class Tuning:
     # server has given in one second is noise: the server has shown it takes more
 
     # --- window (calls in flight) ---------------------------------------------------------
+    initial_window: int = 4  # TCP's slow start (RFC 5681): start small, one more a success,
+    # so a flood against a limit of one call in flight costs a few 429s, not `concurrency`
     window_probe_s: float = 10.0  # how long the window holds at the in-flight count that
     # worked before it tries one more: every try that fails costs a run-wide pause
     window_probe_growth: float = 0.1  # then it grows convexly, by this share per probe_s cubed
