@@ -44,7 +44,11 @@ SUMMARY = {
     "throttled": re.compile(r"requests\s+\d+ \(\d+ retries, (\d+) 429s"),
     "duration_s": re.compile(r"duration\s+([\d.]+) s \("),
     "rate": re.compile(r"duration\s+[\d.]+ s \(([\d.]+) machines/s\)"),
+    # The adaptive pacing where the run ended (issue 12): absent from older builds.
+    "end_rate": re.compile(r"pacing at end\s+rate ([\d.]+)/s"),
+    "end_window": re.compile(r"pacing at end\s+.*window (\d+)"),
 }
+FLOATS = ("duration_s", "rate", "end_rate")
 
 
 class Unavailable(Exception):
@@ -63,6 +67,8 @@ class Summary:
     throttled: int | None = None
     duration_s: float | None = None
     rate: float | None = None
+    end_rate: float | None = None  # None also when the pacer ended with no rate limit
+    end_window: int | None = None
 
 
 def parse_summary(text: str) -> Summary:
@@ -72,7 +78,7 @@ def parse_summary(text: str) -> Summary:
         match = pattern.search(text)
         if match:
             number = match.group(1)
-            values[name] = float(number) if name in ("duration_s", "rate") else int(number)
+            values[name] = float(number) if name in FLOATS else int(number)
     return Summary(**values)
 
 

@@ -128,6 +128,7 @@ def bench_limited(
         rate = n / duration
         steady = steady_rate(samples, n)
         steady_text = f", steady {steady:.0f}/s" if steady is not None else ""
+        steady_text += pacing_text(child)
         report.check(
             name + ": throughput",
             scale,
@@ -137,6 +138,8 @@ def bench_limited(
             rate,
             ok_per_s=round(rate, 1),
             peak_in_flight=peak_in_flight,
+            end_rate=child.summary.end_rate,
+            end_window=child.summary.end_window,
             steady_per_s=steady,
             peak_rps=peak,
             duration_s=duration,
@@ -152,6 +155,15 @@ def bench_limited(
         throttled=throttled,
         requests=total,
     )
+
+
+def pacing_text(child: Child) -> str:
+    """`, ends at 196/s, window 6`: where the collector's pacing settled, if it says."""
+    s = child.summary
+    if s.end_window is None:
+        return ""
+    rate = f"{s.end_rate:.0f}/s" if s.end_rate else "no rate limit"
+    return f", ends at {rate}, window {s.end_window}"
 
 
 def bench_rate(ctx: Context) -> None:

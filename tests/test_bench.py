@@ -75,10 +75,25 @@ def test_parse_summary_reads_the_collectors_own_summary() -> None:
         summary_lines(stats, duration_s=3.2, output="out/", complete=True, exit_code=1)
     )
 
-    assert parse_summary(text) == Summary(
-        ok=1998, failed=2, sessions=5870, requests=2010, retries=9, throttled=7,
-        duration_s=3.2, rate=625.0,
-    )  # fmt: skip
+    summary = parse_summary(text)
+
+    assert (summary.ok, summary.failed, summary.sessions) == (1998, 2, 5870)
+    assert (summary.requests, summary.retries, summary.throttled) == (2010, 9, 7)
+    assert (summary.duration_s, summary.rate) == (3.2, 625.0)
+
+
+@pytest.mark.parametrize(
+    ("line", "rate", "window"),
+    [
+        pytest.param("  pacing at end    rate 193/s, window 6", 193.0, 6, id="rate-and-window"),
+        pytest.param("  pacing at end    no rate limit, window 64", None, 64, id="window-only"),
+    ],
+)
+def test_parse_summary_reads_where_pacing_ended(line: str, rate: float | None, window: int) -> None:
+    """The pacing line gives the rate (None when unlimited) and the window the run ended with."""
+    summary = parse_summary(line)
+
+    assert (summary.end_rate, summary.end_window) == (rate, window)
 
 
 def test_parse_summary_leaves_missing_figures_none() -> None:
