@@ -169,3 +169,86 @@ def test_loop_options() -> None:
 
     assert loop_options(False) == {}
     assert loop_options(True) in ({}, {"use_uvloop": True})
+
+
+def sim_config(sim: Any, **collect: Any) -> Config:
+    return Config(
+        api=ApiConfig(base_url=sim.base_url, customer_id=sim.customer_id),
+        auth=AuthConfig(token_url=sim.token_url),
+        collect=CollectConfig(**{"rate": 0, "max_backoff_s": 1, **collect}),
+    )
+
+
+@pytest.fixture
+def simulator() -> Any:
+    """A factory of simulators on 127.0.0.1 in threads; all are stopped at the end."""
+    from collector.simulator import SimulatorConfig, start_in_thread
+
+    handles: list[Any] = []
+
+    def start(**options: Any) -> Any:
+        handles.append(start_in_thread(SimulatorConfig(**options)))
+        return handles[-1]
+
+    yield start
+    for handle in handles:
+        handle.stop()
+
+
+def paged_machine(sim: Any, at_least: int) -> int:
+    return next(i for i in range(200) if len(sim.site.sessions(i)) >= at_least)
+
+
+class TestLoopback:
+    async def test_paged_machine_is_collected_whole(self, simulator: Any) -> None:
+        """A machine paged 3 sessions at a time comes back whole, each page a request."""
+
+        sim = simulator(machines=200, session_page=3)
+        index = paged_machine(sim, 7)
+        want = [s["Id"] for s in sim.site.sessions(index)]
+        stats = RunStats()
+        credentials = Credentials(client_id=sim.client_id, client_secret=sim.client_secret)
+        with anyio.fail_after(20):
+            async with open_client(sim_config(sim), credentials, stats) as client:
+                got = await client.get_machine_sessions(sim.site.machine(index)["Name"])
+        assert sorted(s["Id"] for s in got.items) == sorted(want)
+        pages = -(-len(want) // 3)
+        assert sim.counters.requests["machine_sessions"] == pages
+        assert got.attempts == pages
+
+    async def test_repeated_machine_token_is_invalid_response(self, simulator: Any) -> None:
+        """A pager that repeats its token ends the machine as invalid_response, not a loop."""
+
+        sim = simulator(machines=200, session_page=3, repeat_token=True)
+        index = paged_machine(sim, 7)
+        credentials = Credentials(client_id=sim.client_id, client_secret=sim.client_secret)
+        with anyio.fail_after(20):
+            async with open_client(sim_config(sim), credentials, RunStats()) as client:
+                with pytest.raises(ApiError) as caught:
+                    await client.get_machine_sessions(sim.site.machine(index)["Name"])
+        assert caught.value.kind is ErrorKind.INVALID_RESPONSE
+        assert sim.counters.requests["machine_sessions"] == 2
+
+    async def test_limit_on_calls_in_flight(self, simulator: Any) -> None:
+        """Against 4 calls in flight every machine is collected, with a bounded share of 429s."""
+
+        sim = simulator(machines=120, max_in_flight=4, latency_ms=5)
+        stats = RunStats()
+        credentials = Credentials(client_id=sim.client_id, client_secret=sim.client_secret)
+        names = [sim.site.machine(i)["Name"] for i in range(120)]
+        got: dict[str, int] = {}
+
+        async def one(name: str) -> None:
+            got[name] = len((await client.get_machine_sessions(name)).items)
+
+        with anyio.fail_after(60):
+            async with (
+                open_client(sim_config(sim, concurrency=32), credentials, stats) as client,
+                anyio.create_task_group() as group,
+            ):
+                for name in names:
+                    group.start_soon(one, name)
+        assert got == {n: len(sim.site.sessions(i)) for i, n in enumerate(names)}
+        assert sim.counters.peak_in_flight <= 4
+        assert stats.current_window <= 5
+        assert stats.throttled < 0.25 * stats.requests

@@ -34,8 +34,9 @@ class Tuning:
     sent_window_s: float = 1.0  # how far back the rate requests go out at is measured
 
     # --- telling a limit from noise -------------------------------------------------------
-    dense_count: int = 3  # while unlimited, 429s point to a limit when at least this many ...
-    dense_share: float = 0.02  # ... make at least this share of the recent answers
+    dense_count: int = 5  # while unlimited, 429s point to a limit when at least this many ...
+    dense_share: float = 0.05  # ... make at least this share of the recent answers: 1 % of
+    # noise in a few hundred answers a second reaches 2 % by chance every few seconds
     answers_window_s: float = 1.0  # "recent"
     answers_kept: int = (
         5000  # and at most this many back: fewer would let chance make 1 % look like 2 %
