@@ -2,9 +2,10 @@
 
 Every bench starts its own simulator in a thread of this process (127.0.0.1 only) and runs
 `python -m collector run -c FILE --no-progress` as a subprocess, as a scheduler would, with
-the credentials in CITRIX_CLIENT_ID / CITRIX_CLIENT_SECRET. CPU seconds (user + sys) and peak
-RSS are the child's own, from `os.wait4` (the per-child form of `getrusage(RUSAGE_CHILDREN)`):
-the simulator's memory and CPU, in this process, are never counted.
+the credentials in CITRIX_CLIENT_ID / CITRIX_CLIENT_SECRET. CPU seconds (user + sys) are the
+child's own, from `os.wait4`; its peak RSS is the highest `VmHWM` of `/proc/PID/status` read
+while it runs (every 50 ms), because `ru_maxrss` also holds this process's size at the fork.
+The simulator's memory and CPU, in this process, are never counted.
 
 Knobs the simulator of this build does not have (`shape`, `max_in_flight`, `session_page`
 are newer than some builds) raise `Unavailable`, which a bench turns into a "not available"
@@ -147,7 +148,9 @@ def run_child(
             stderr=err,
         )
         timed_out = False
+        peak_kib = 0
         while True:
+            peak_kib = max(peak_kib, high_water_kib(process.pid))
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
@@ -168,9 +171,23 @@ def run_child(
         stderr=text,
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
-        maxrss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
+        # ru_maxrss would also count this process's own size when the child was spawned (Linux
+        # folds the forked image's high-water mark into it at exec); VmHWM is the child's alone.
+        maxrss_mb=(peak_kib or usage.ru_maxrss) / 1024,  # KiB on Linux
         timed_out=timed_out,
     )
+
+
+def high_water_kib(pid: int) -> int:
+    """The peak resident set of a running process since its exec (VmHWM), in KiB; 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 # --- the simulator ------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import orjson
 import pytest
 
 from benchmarks.harness import (
     Summary,
     Unavailable,
+    high_water_kib,
     parse_summary,
     record_key,
     record_keys,
@@ -192,3 +195,9 @@ def test_a_knob_the_simulator_lacks_is_unavailable() -> None:
     """A bench asking for a knob this simulator has not got gets `Unavailable`, naming it."""
     with pytest.raises(Unavailable, match="no warp_drive knob"):
         start_simulator(10, 0.0, warp_drive=3)
+
+
+def test_high_water_is_read_from_proc_and_zero_for_a_gone_process() -> None:
+    """A running process's peak RSS comes from /proc; a process that is gone reads as 0."""
+    assert high_water_kib(os.getpid()) > 1024
+    assert high_water_kib(2**22 + 1) == 0  # above Linux's pid_max
