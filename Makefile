@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 bin := $(VENV)/bin/
 
-.PHONY: install fmt lint test demo bench clean
+.PHONY: install fmt lint test demo bench bench-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ test: lint
 demo: install
 	$(bin)collector demo
 
+# Every SPEC 8 row, the 200,000-machine ones included (about 8 minutes on 2 cores); writes
+# benchmarks/results/latest.json. bench-quick: smaller sizes, no 200,000 rows (~2 minutes).
 bench: install
-	$(bin)python benchmarks/run.py
+	$(bin)python -m benchmarks.run
+
+bench-quick: install
+	$(bin)python -m benchmarks.run --quick
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
