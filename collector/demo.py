@@ -21,8 +21,9 @@ from collector.config import (
     OutputConfig,
 )
 from collector.errors import ConfigError
-from collector.rundir import run_files
+from collector.rundir import DIRECTORY_MODE, run_files
 from collector.simulator import SimulatorConfig, profile, serve
+from collector.sinks import PRIVATE_MODE, private_opener
 
 MARKER = ".collector-demo"
 DEMO_SEED = 2026
@@ -46,8 +47,9 @@ async def demo(out: Path, machines: int, streams: StdStreams) -> int:
     """
     if run_files(out) and not (out / MARKER).exists():
         raise ConfigError(f"{out} holds a run that is not a demo's; pass another --out directory")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by collector demo; safe to delete\n")
+    out.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    with open(out / MARKER, "w", opener=private_opener) as marker:
+        marker.write("written by collector demo; safe to delete\n")
     stderr = streams.stderr or sys.stderr
     # The flaky profile, with fewer random 429s: each one pauses the whole run for a second.
     faults = replace(profile("flaky"), p_429=0.004)
@@ -60,7 +62,9 @@ async def demo(out: Path, machines: int, streams: StdStreams) -> int:
         shape="sparse",
     )
     async with serve(sim_config) as sim:
-        sim.site.write_machine_list(out / "machines.txt", form="mixed")
+        machine_list = out / "machines.txt"
+        sim.site.write_machine_list(machine_list, form="mixed")
+        machine_list.chmod(PRIVATE_MODE)  # the demo's directory is a run's: nothing for others
         print(
             f"collector demo: a simulated Citrix DaaS site of {machines} machines at {sim.base_url}"
             " (with throttling, 5xx answers, bad bodies and tokens that expire every 5 s)\n",
