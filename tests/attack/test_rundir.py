@@ -18,9 +18,10 @@ from collector.rundir import run_files
 from collector.verify import verify_run
 from tests.e2e.conftest import (
     assert_exactly_once,
-    base_config,
     cli_env,
+    journal_commits,
     run_cli,
+    setup_run,
     start_cli,
     wait_for,
 )
@@ -29,28 +30,6 @@ from tests.e2e.conftest import (
 from tests.e2e.conftest import simulator as simulator
 
 pytestmark = pytest.mark.e2e
-
-
-def setup_run(tmp_path: Path, sim: Any, **collect: Any) -> tuple[Path, Path]:
-    machines = tmp_path / "machines.txt"
-    sim.site.write_machine_list(machines, form="mixed")
-    out = tmp_path / "out"
-    config = base_config(
-        tmp_path,
-        sim,
-        machines,
-        out,
-        collect={"concurrency": 4, **collect},
-        output={"max_records_per_file": 50},
-    )
-    return config, out
-
-
-def journal_commits(out: Path) -> int:
-    try:
-        return (out / "journal.ndjson").read_bytes().count(b'"t":"commit"')
-    except FileNotFoundError:
-        return 0
 
 
 @pytest.mark.parametrize(
@@ -66,7 +45,7 @@ def test_a_second_run_on_a_busy_directory_exits_3_naming_the_holder(
 ) -> None:
     """While run A writes into a directory, run B on it exits 3 naming A's pid; A stays whole."""
     sim = simulator(machines=300, seed=31, latency_ms=80)
-    config, out = setup_run(tmp_path, sim)
+    config, out = setup_run(tmp_path, sim, concurrency=4, per_file=50)
     env = cli_env(sim)
     first = start_cli(["run", "-c", str(config), "--no-progress"], env, tmp_path)
     try:
@@ -87,7 +66,7 @@ def test_a_second_run_on_a_busy_directory_exits_3_naming_the_holder(
 
 
 def complete_run(tmp_path: Path, sim: Any) -> tuple[Path, Path, dict[str, str]]:
-    config, out = setup_run(tmp_path, sim, concurrency=16)
+    config, out = setup_run(tmp_path, sim, concurrency=16, per_file=50)
     env = cli_env(sim)
     done = run_cli(["run", "-c", str(config), "--no-progress"], env, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -161,7 +140,7 @@ def test_no_file_of_a_run_is_readable_by_others_under_umask_022(
 ) -> None:
     """The directory is created 0o750 and every file of the run is at most 0o660."""
     sim = simulator(machines=60, seed=34)
-    config, out = setup_run(tmp_path, sim)
+    config, out = setup_run(tmp_path, sim, concurrency=4, per_file=50)
     with open(tmp_path / "machines.txt", "a") as handle:
         handle.write("CONTOSO\\NO-SUCH-VDA\n")  # a failure, so errors.ndjson has a line
 

@@ -203,3 +203,29 @@ def base_config(
     for section, keys in overrides.items():
         sections.setdefault(section, {}).update(keys)
     return write_config(tmp_path / "site.toml", sections)
+
+
+def setup_run(
+    tmp_path: Path, sim: Any, *, concurrency: int = 8, per_file: int = 150, **collect: Any
+) -> tuple[Path, Path]:
+    """A config collecting the simulator's whole site (mixed name forms) into `tmp_path/out`."""
+    machines = tmp_path / "machines.txt"
+    sim.site.write_machine_list(machines, form="mixed")
+    out = tmp_path / "out"
+    config = base_config(
+        tmp_path,
+        sim,
+        machines,
+        out,
+        collect={"concurrency": concurrency, **collect},
+        output={"max_records_per_file": per_file},
+    )
+    return config, out
+
+
+def journal_commits(out: Path) -> int:
+    """How many commit lines the run's journal holds so far."""
+    try:
+        return (out / "journal.ndjson").read_bytes().count(b'"t":"commit"')
+    except FileNotFoundError:
+        return 0

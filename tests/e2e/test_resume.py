@@ -20,36 +20,15 @@ from collector.verify import verify_run
 from tests.e2e.conftest import (
     SECRET,
     assert_exactly_once,
-    base_config,
     cli_env,
+    journal_commits,
     run_cli,
+    setup_run,
     start_cli,
     wait_for,
 )
 
 MACHINES = 1200
-
-
-def setup_run(tmp_path: Path, sim: Any, **collect: Any) -> tuple[Path, Path]:
-    machines = tmp_path / "machines.txt"
-    sim.site.write_machine_list(machines, form="mixed")
-    out = tmp_path / "out"
-    config = base_config(
-        tmp_path,
-        sim,
-        machines,
-        out,
-        collect={"concurrency": 8, **collect},
-        output={"max_records_per_file": 150},
-    )
-    return config, out
-
-
-def journal_commits(out: Path) -> int:
-    try:
-        return (out / "journal.ndjson").read_bytes().count(b'"t":"commit"')
-    except FileNotFoundError:
-        return 0
 
 
 def assert_files_match_journal(out: Path) -> None:
