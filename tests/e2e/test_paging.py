@@ -9,13 +9,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from collector.journal import read_journal
+from collector.models import machine_key
 from collector.simulator import Site
 from tests.e2e.conftest import (
     REPO,
@@ -54,7 +56,8 @@ def setup_run(tmp_path: Path, sim: Any, form: str = "mixed") -> tuple[Path, Path
     machines = tmp_path / "machines.txt"
     sim.site.write_machine_list(machines, form=form)
     out = tmp_path / "out"
-    return base_config(tmp_path, sim, machines, out), out
+    # Small files: a run commits machines every few dozen records, so a kill finds some done.
+    return base_config(tmp_path, sim, machines, out, output={"max_records_per_file": 40}), out
 
 
 def test_paged_machines_are_collected_exactly_once(tmp_path: Path, simulator: Any) -> None:
@@ -117,15 +120,23 @@ def run_killed(args: list[str], sim: Any, cwd: Path, nth: int) -> tuple[int, str
     return child.returncode, note.read_text()
 
 
-def written_ids(out: Path) -> set[str]:
-    """The session Ids in every session file, committed or still `.part`."""
-    ids = set()
-    for path in out.glob("sessions-*"):
-        ids |= {orjson.loads(line)["Id"] for line in path.read_bytes().splitlines() if line}
-    return ids
+def settled(count: Callable[[], int], timeout: float = 5, quiet: float = 0.3) -> int:
+    """A counter once it has stopped moving: a killed client's last requests still land."""
+    deadline, value = time.monotonic() + timeout, count()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        if count() == value:
+            return value
+        value = count()
+    raise AssertionError(f"the simulator was still answering after {timeout} s")
 
 
-@pytest.mark.parametrize("nth", [1, 40], ids=["first-later-page", "a-later-page-mid-run"])
+def written_bytes(out: Path) -> bytes:
+    """Every session file's bytes, committed or still `.part` (whose last line may be torn)."""
+    return b"".join(path.read_bytes() for path in out.glob("sessions-*"))
+
+
+@pytest.mark.parametrize("nth", [1, 110], ids=["first-later-page", "a-later-page-mid-run"])
 def test_kill_9_between_two_pages_then_resume(tmp_path: Path, simulator: Any, nth: int) -> None:
     """SIGKILL between two pages of a machine: none of it written; --resume: exactly once, 0."""
     sim = simulator(machines=MACHINES, seed=6, session_page=PAGE)
@@ -137,13 +148,24 @@ def test_kill_9_between_two_pages_then_resume(tmp_path: Path, simulator: Any, nt
     assert returncode == -signal.SIGKILL
     index = sim.site.lookup(machine)
     assert index is not None, machine
-    first_page = {s["Id"] for s in sim.site.sessions(index)[:PAGE]}
+    first_page = [s["Id"].encode() for s in sim.site.sessions(index)[:PAGE]]
     assert len(first_page) == PAGE
-    assert not first_page & written_ids(out), f"{machine} was written before its last page"
+    written = written_bytes(out)
+    assert not any(i in written for i in first_page), f"{machine} was written before its last page"
+    state = read_journal(out)
+    committed = state.committed if state is not None else set()
+    assert machine_key(machine) not in committed
+    assert committed or nth == 1, "a kill mid-run should find machines committed"
+    keys = [machine_key(sim.site.list_key(i, "mixed")) for i in range(MACHINES)]
+    left = [i for i in range(MACHINES) if keys[i] not in committed]
+    calls_before = settled(lambda: sim.counters.requests["machine_sessions"])
 
     done = run_cli([*args, "--resume"], cli_env(sim), tmp_path)
 
     assert done.returncode == 0, done.stderr[-3000:]
+    # Only the machines not committed are asked again, the half-read one from its first page.
+    resumed = sim.counters.requests["machine_sessions"] - calls_before
+    assert resumed == sum(pages_of(len(sim.site.sessions(i))) for i in left)
     assert_exactly_once(out, sim, range(MACHINES))
     assert not list(out.glob("*.part"))
     manifest = manifest_of(out)
