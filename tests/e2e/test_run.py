@@ -41,7 +41,7 @@ def test_hostile_api_every_session_exactly_once(tmp_path: Path, simulator: Any) 
 
     Unknown machines are listed as not_found, the run exits 1, and the secret is nowhere.
     """
-    sim = simulator(machines=600, seed=11, faults="hostile", token_lifetime_s=3)
+    sim = simulator(machines=600, seed=11, faults="hostile", token_lifetime_s=1)
     out = tmp_path / "out"
     config = base_config(tmp_path, sim, machine_list(tmp_path, sim), out)
 
