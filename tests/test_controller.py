@@ -28,11 +28,13 @@ class Server:
     max_in_flight: int = 0  # 0: none
     noise: float = 0.0  # share of answers that are 429 at random
     latency: float = 0.02
+    jitter: float = 0.0  # each call's latency is latency * (1 + jitter * a random in [0, 1))
+    transit: float = 0.0  # how long an answer travels after the server frees the call's slot
     retry_after: float = 1.0
     tokens: float = 0.0
     serving: list[float] = field(default_factory=list)  # when each admitted call ends
 
-    def admit(self, now: float, rng: random.Random) -> bool:
+    def admit(self, now: float, rng: random.Random, latency: float) -> bool:
         self.serving = [end for end in self.serving if end > now]
         if self.max_in_flight and len(self.serving) >= self.max_in_flight:
             return False
@@ -42,7 +44,7 @@ class Server:
             self.tokens -= 1.0
         if self.noise and rng.random() < self.noise:
             return False
-        self.serving.append(now + self.latency)
+        self.serving.append(now + latency - self.transit)
         return True
 
 
@@ -117,8 +119,9 @@ def simulate(
             in_flight += 1
             busy[worker] = True
             controller.on_sent(now)
-            ok = server.admit(now, rng)
-            answers.append((now + server.latency, worker, now, in_flight, ok))
+            latency = server.latency * (1.0 + server.jitter * rng.random())
+            ok = server.admit(now, rng, latency)
+            answers.append((now + latency, worker, now, in_flight, ok))
         if step % 100 == 0:
             result.windows.append((now, controller.window))
             result.rates.append((now, controller.rate))
@@ -145,6 +148,19 @@ class TestShapes:
         assert result.ok_rate(5, 20) >= 0.85 * 6 / 0.02
         assert result.throttled_share(2) < 0.03
         assert Verdict.WINDOW in result.verdicts
+
+    def test_concurrency_limit_with_answers_in_transit(self) -> None:
+        """With jittered latency and answers still on their way back when the server frees
+        their slots, some requests above the limit succeed; the 429s still go to the window."""
+
+        controller = Controller(0, 32)
+        server = Server(max_in_flight=6, jitter=0.5, transit=0.004)
+        result = simulate(controller, server, duration=60)
+        assert controller.rate == math.inf
+        assert 5 <= controller.window <= 7
+        assert result.ok_rate(5, 60) >= 0.75 * 6 / 0.025
+        assert result.throttled_share(2) < 0.03
+        assert Verdict.RATE not in result.verdicts
 
     def test_both_limits(self) -> None:
         """100/s and 8 in flight at once: the tighter bound, the rate, is found."""

@@ -51,7 +51,7 @@ class TestPaced:
             return answer(429, b"", {"Retry-After": "5"})
 
         transport, pacer, stats = paced(MockTransport(refuse))
-        pacer.in_flight = 2  # others in flight when these go
+        pacer.sent = 2  # others on their way when these go
         await transport.send(request())
         await transport.send(request())
         assert pacer.controller.paused_until == 5.0

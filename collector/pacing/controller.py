@@ -38,11 +38,12 @@ class Controller:
         "_base",
         "_count",
         "_cut_at",
-        "_ok_flight",
+        "_ok_flights",
         "_over_at",
         "_peak",
         "_probe_s",
         "_rate",
+        "_refused_low",
         "_resumed_at",
         "_second",
         "_sent",
@@ -92,9 +93,12 @@ class Controller:
         self._second = -math.inf  # the clock second being counted ...
         self._count = 0  # ... its 2xx answers so far, and
         self._peak = 0  # the most 2xx answers of one second, counted from the first 429 on
-        self._ok_flight = 0  # the most in flight a request was sent with and still succeeded
+        # How many were in flight with each of the latest successes: a limit on calls in flight
+        # refuses only requests sent with more than it allows, a rate limit refuses any.
+        self._ok_flights: deque[int] = deque(maxlen=tuning.ok_flights_kept)
         self._window_base = max_window  # the window right after its last cut
         self._window_cut_at = -math.inf
+        self._refused_low = max_window + 1  # the fewest in flight refused since that cut
         self._over_at = -math.inf  # the last 429 sent with more in flight than ever succeeded
         self._window_probe_s = tuning.probe_min_s
 
@@ -121,11 +125,20 @@ class Controller:
                 self._peak = max(self._peak, self._count)
                 self._second, self._count = second, 0
             self._count += 1
-        if in_flight > self._ok_flight:
-            self._ok_flight = min(in_flight, self.window)
+        if in_flight:
+            self._ok_flights.append(in_flight)
         if self.estimate is not None or self._slow_start:
             self._rate = min(self.ceiling, self._rate_target(now))
-        if self.window < self.max_window:
+        if (
+            self.window < in_flight < self._refused_low
+            and now - self._window_cut_at <= self.tuning.answers_window_s
+        ):
+            # Sent before the window's cut, with fewer in flight than any refused since: the
+            # answers of one flood come back in any order, and this one says more worked.
+            self.window = self._window_base = in_flight
+        elif in_flight >= self.window and self.window < self.max_window:
+            # Grown only while it is full (TCP's cwnd validation, RFC 7661): a window that grew
+            # unused would let a flood through the day the rate stops holding the run back.
             self.window = self._window_target(now)
 
     def on_throttle(
@@ -147,31 +160,55 @@ class Controller:
         self._answers.append((now, True))
         if self._second == -math.inf:
             self._second = math.floor(now)  # count the server's 2xx from here (see `noise`)
+        if (
+            sent_at < self._window_cut_at
+            and 1 < in_flight
+            and 0 < self._ok_flight_high() < in_flight
+        ):
+            # Refused with this many in flight: the limit is below it (see `over`).
+            self._refused_low = min(self._refused_low, in_flight)
+            self.window = self._window_base = min(self.window, max(1, in_flight - 1))
         if sent_at < max(self._cut_at, self._window_cut_at):
             # Sent before the last cut: the cut already answered what this one says, and a
             # flood of 429s from one burst must not cut once per answer.
             self._pause(now, pause)
             return Verdict.STALE
-        over = in_flight > 1 and self._ok_flight < in_flight
+        lately = self._ok_flight_high()
+        # Over: sent with more in flight than nearly all the latest successes had, or than the
+        # window held before a probe above it. The server's count of calls in flight is never
+        # above ours (ours runs from the grant until the answer is read), so below its limit
+        # no request is refused for being in flight; above it some still pass, since ours
+        # counts answers already on their way back: hence a high share and one more. A
+        # request sent with the whole window full says nothing more than any other.
+        over = 1 < in_flight < self.max_window and in_flight > min(self._window_base, lately + 1)
         if over and now - self._over_at <= t.answers_window_s:
-            # Refused, twice lately, with more in flight than any request that succeeded: the
-            # server counts calls in flight (Citrix Monitor allows one per tenant). One such
-            # 429 alone may be noise that met a new high of calls in flight. Go back to what worked,
-            # as Vegas and Envoy's gradient settle on the concurrency that kept latency (here:
-            # answers) good, rather than halving as AIMD would: the count that worked is
-            # known, and every extra try costs a run-wide pause.
-            worked = self._ok_flight if self._ok_flight else in_flight - 1
-            self.window = self._window_base = max(1, min(self.window, worked))
-            self._ok_flight = min(self._ok_flight, self.window)
-            self._window_cut_at = now
-            self._window_probe_s = self._probe_for(pause)
-            self._pause(now, pause)
-            return Verdict.WINDOW
+            # Refused, twice lately, with more in flight than worked: the server counts calls
+            # in flight (Citrix Monitor allows one per tenant). One such 429 alone may be
+            # noise that met a new high of calls in flight. Go back to what worked, as Vegas
+            # and Envoy's gradient settle on the concurrency that kept answers good, rather
+            # than halving as AIMD would: the count that worked is known (never more than
+            # this one's), and every extra try costs a run-wide pause.
+            worked = min(lately, in_flight - 1) if lately else in_flight - 1
+            self._refused_low = in_flight
+            return self._cut_window(now, pause, worked)
         if over:
             # The first such 429: wait for a second before cutting, and never charge it to the
             # rate, which a limit on calls in flight would drag down for nothing.
             self._over_at = now
             return Verdict.NOISE
+        if (
+            self._rate == math.inf
+            and self.window < self.max_window
+            and in_flight >= self.window
+            and self._sent_rate(now) <= t.window_rate_margin * max(self._peak, self._count)
+            and self._dense(now)
+        ):
+            # Dense 429s with the window full, no rate limit known, a limit on calls in flight
+            # found before, and no faster than the server has already answered 2xx in one
+            # second: a rate limit would have refused those rates too, so the limit on calls
+            # in flight has fallen. Cut multiplicatively (AIMD, CUBIC's beta), the count that
+            # worked being unknown now, and leave the rate alone.
+            return self._cut_window(now, pause, math.floor(self.window * t.window_cut))
         if self._rate == math.inf:
             if not self._dense(now):
                 # Scattered 429s with no ceiling and nothing in flight to blame: a gateway's
@@ -233,6 +270,26 @@ class Controller:
         )
 
     # --- the window ------------------------------------------------------------------------
+
+    def _ok_flight_high(self) -> int:
+        """The count in flight that all but `ok_flight_share` of the latest successes kept to."""
+        flights = sorted(self._ok_flights)
+        if not flights:
+            return 0
+        return flights[min(len(flights) - 1, int(self.tuning.ok_flight_share * len(flights)))]
+
+    def _cut_window(self, now: float, pause: float, window: int) -> Verdict:
+        self.window = self._window_base = max(1, min(self.window, window))
+        if self.estimate is not None or self._slow_start:
+            # The rate was cut for 429s that the window now explains (Little's law: a lower
+            # rate also brings fewer calls in flight): free it, or it would hold the run below
+            # what the window allows. A rate limit there as well cuts it again, from the top.
+            self.estimate, self._slow_start = None, False
+            self._rate = self._base = self.ceiling
+        self._window_cut_at = now
+        self._window_probe_s = self._probe_for(pause)
+        self._pause(now, pause)
+        return Verdict.WINDOW
 
     def _window_target(self, now: float) -> int:
         """The window allowed `now`: the count that worked, then a convex probe above it."""

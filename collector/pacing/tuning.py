@@ -48,6 +48,14 @@ class Tuning:
     window_probe_s: float = 10.0  # how long the window holds at the in-flight count that
     # worked before it tries one more: every try that fails costs a run-wide pause
     window_probe_growth: float = 0.1  # then it grows convexly, by this share per probe_s cubed
+    window_cut: float = 0.7  # a cut with no count known to work: CUBIC's beta, gentler than
+    # AIMD's halving, since the window is a small integer and each 429 pauses the run
+    window_rate_margin: float = 1.1  # "no faster than the server answered": this much slack
+    # for the sent rate, which counts the refused requests and the jitter of one second
+    ok_flight_share: float = 0.9  # "nearly all": the share of them a count in flight must
+    # pass to be over; above it 429s point to a limit on calls in flight
+    ok_flights_kept: int = 100  # "the latest successes": enough that a rate limit's random
+    # 429 seldom lands above all of their counts in flight, few enough to follow a change
 
     # --- the pacer's waiting --------------------------------------------------------------
     early: float = 0.5  # the head may go this share of an interval early (late wake-ups)
