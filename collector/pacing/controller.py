@@ -40,6 +40,7 @@ class Controller:
         "_cut_at",
         "_ok_flights",
         "_over_at",
+        "_over_flight",
         "_peak",
         "_probe_s",
         "_rate",
@@ -89,7 +90,8 @@ class Controller:
         self._probe_s = tuning.probe_min_s
         self._slow_start = False
         self._sent: deque[float] = deque()  # grant times within the last sent_window_s
-        self._answers: deque[tuple[float, bool]] = deque(maxlen=tuning.answers_kept)
+        # (when, refused, in flight at its send) of the latest answers
+        self._answers: deque[tuple[float, bool, int]] = deque(maxlen=tuning.answers_kept)
         self._second = -math.inf  # the clock second being counted ...
         self._count = 0  # ... its 2xx answers so far, and
         self._peak = 0  # the most 2xx answers of one second, counted from the first 429 on
@@ -99,7 +101,8 @@ class Controller:
         self._window_base = max_window  # the window right after its last cut
         self._window_cut_at = -math.inf
         self._refused_low = max_window + 1  # the fewest in flight refused since that cut
-        self._over_at = -math.inf  # the last 429 sent with more in flight than ever succeeded
+        self._over_at = -math.inf  # the last 429 sent with more in flight than worked ...
+        self._over_flight = max_window  # ... and the fewest in flight of those lately
         self._window_probe_s = tuning.probe_min_s
 
     @property
@@ -118,7 +121,7 @@ class Controller:
 
     def on_success(self, now: float, in_flight: int = 0) -> None:
         """A 2xx answer to a request sent with `in_flight` requests in flight (itself included)."""
-        self._answers.append((now, False))
+        self._answers.append((now, False, in_flight))
         if self._second > -math.inf:
             second = math.floor(now)
             if second != self._second:
@@ -157,12 +160,12 @@ class Controller:
         t = self.tuning
         pause = t.default_pause_s if retry_after is None else retry_after
         pause = min(max(pause, t.min_pause_s), self.max_pause)
-        self._answers.append((now, True))
+        self._answers.append((now, True, in_flight))
         if self._second == -math.inf:
             self._second = math.floor(now)  # count the server's 2xx from here (see `noise`)
         if (
             sent_at < self._window_cut_at
-            and 1 < in_flight
+            and in_flight > 1
             and 0 < self._ok_flight_high() < in_flight
         ):
             # Refused with this many in flight: the limit is below it (see `over`).
@@ -180,21 +183,25 @@ class Controller:
         # no request is refused for being in flight; above it some still pass, since ours
         # counts answers already on their way back: hence a high share and one more. A
         # request sent with the whole window full says nothing more than any other.
-        over = 1 < in_flight < self.max_window and in_flight > min(self._window_base, lately + 1)
-        if over and now - self._over_at <= t.answers_window_s:
-            # Refused, twice lately, with more in flight than worked: the server counts calls
-            # in flight (Citrix Monitor allows one per tenant). One such 429 alone may be
-            # noise that met a new high of calls in flight. Go back to what worked, as Vegas
-            # and Envoy's gradient settle on the concurrency that kept answers good, rather
-            # than halving as AIMD would: the count that worked is known (never more than
-            # this one's), and every extra try costs a run-wide pause.
-            worked = min(lately, in_flight - 1) if lately else in_flight - 1
-            self._refused_low = in_flight
+        bound = min(self._window_base, lately + 1)
+        over = 1 < in_flight < self.max_window and in_flight > bound
+        # A probe above the window that held fails on its second 429 within a second.
+        probe_failed = in_flight > self._window_base and now - self._over_at <= t.answers_window_s
+        if over and (probe_failed or self._refused_above(now, bound)):
+            # Many of the recent requests sent with more than that in flight were refused, not
+            # a few: the server counts calls in flight (Citrix Monitor allows one per tenant).
+            # Go back to the most that worked below the fewest refused, as Vegas and Envoy's
+            # gradient settle on the concurrency that kept answers good, rather than halving
+            # as AIMD would: that count is known, and every extra try costs a run-wide pause.
+            self._refused_low = low = min(in_flight, self._over_flight)
+            worked = max((f for f in self._ok_flights if f < low), default=low - 1)
             return self._cut_window(now, pause, worked)
         if over:
-            # The first such 429: wait for a second before cutting, and never charge it to the
-            # rate, which a limit on calls in flight would drag down for nothing.
-            self._over_at = now
+            # Too few yet to tell from noise that met a high count in flight; never charge it
+            # to the rate, which a limit on calls in flight would drag down for nothing.
+            if now - self._over_at > t.answers_window_s:
+                self._over_flight = in_flight
+            self._over_at, self._over_flight = now, min(self._over_flight, in_flight)
             return Verdict.NOISE
         if (
             self._rate == math.inf
@@ -315,9 +322,23 @@ class Controller:
         """Whether the recent 429s are dense enough to say the rate is above a limit."""
         t = self.tuning
         horizon = now - t.answers_window_s
-        recent = [throttled for at, throttled in self._answers if at >= horizon]
+        recent = [throttled for at, throttled, _ in self._answers if at >= horizon]
         count = sum(recent)
         return count >= t.dense_count and count >= t.dense_share * len(recent)
+
+    def _refused_above(self, now: float, bound: int) -> bool:
+        """Whether the recent answers to requests sent with more than `bound` in flight were
+        refused often enough to point to a limit on calls in flight."""
+        t = self.tuning
+        horizon = now - t.answers_window_s
+        refused = total = 0
+        for at, throttled, flight in reversed(self._answers):
+            if at < horizon:
+                break
+            if flight > bound:
+                total += 1
+                refused += throttled
+        return refused >= t.window_refused_count and refused >= t.window_refused_share * total
 
     def _sent_rate(self, now: float) -> float:
         """Requests granted per second over the last `sent_window_s`."""
