@@ -264,6 +264,8 @@ class TestDecisions:
         """A 429 for a request sent before the last cut cuts nothing more."""
 
         controller = Controller(0, 32)
+        for _ in range(5):
+            controller.on_success(0.5, 5)
         controller.on_throttle(0.99, sent_at=0.9, in_flight=8, retry_after=1.0)
         controller.on_throttle(1.0, sent_at=0.9, in_flight=9, retry_after=1.0)
         window = controller.window

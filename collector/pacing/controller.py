@@ -39,8 +39,6 @@ class Controller:
         "_count",
         "_cut_at",
         "_ok_flights",
-        "_over_at",
-        "_over_flight",
         "_peak",
         "_probe_s",
         "_rate",
@@ -101,8 +99,6 @@ class Controller:
         self._window_base = max_window  # the window right after its last cut
         self._window_cut_at = -math.inf
         self._refused_low = max_window + 1  # the fewest in flight refused since that cut
-        self._over_at = -math.inf  # the last 429 sent with more in flight than worked ...
-        self._over_flight = max_window  # ... and the fewest in flight of those lately
         self._window_probe_s = tuning.probe_min_s
 
     @property
@@ -177,31 +173,25 @@ class Controller:
             self._pause(now, pause)
             return Verdict.STALE
         lately = self._ok_flight_high()
-        # Over: sent with more in flight than nearly all the latest successes had, or than the
-        # window held before a probe above it. The server's count of calls in flight is never
-        # above ours (ours runs from the grant until the answer is read), so below its limit
-        # no request is refused for being in flight; above it some still pass, since ours
-        # counts answers already on their way back: hence a high share and one more. A
-        # request sent with the whole window full says nothing more than any other.
-        bound = min(self._window_base, lately + 1)
-        over = 1 < in_flight < self.max_window and in_flight > bound
-        # A probe above the window that held fails on its second 429 within a second.
-        probe_failed = in_flight > self._window_base and now - self._over_at <= t.answers_window_s
-        if over and (probe_failed or self._refused_above(now, bound)):
-            # Many of the recent requests sent with more than that in flight were refused, not
-            # a few: the server counts calls in flight (Citrix Monitor allows one per tenant).
-            # Go back to the most that worked below the fewest refused, as Vegas and Envoy's
-            # gradient settle on the concurrency that kept answers good, rather than halving
-            # as AIMD would: that count is known, and every extra try costs a run-wide pause.
-            self._refused_low = low = min(in_flight, self._over_flight)
-            worked = max((f for f in self._ok_flights if f < low), default=low - 1)
+        # The server's count of calls in flight is never above ours (ours runs from the grant
+        # until the answer is read), so below its limit no request is refused for being in
+        # flight; above it some still pass, as ours counts answers on their way back.
+        if in_flight > 1 and (
+            self._steep(in_flight, in_flight) or self._steep(in_flight, lately + 1)
+        ):
+            # Refused far more often with this many in flight or more than with fewer: the
+            # server counts calls in flight (Citrix Monitor allows one per tenant); a rate
+            # limit or noise refuses alike at every count. Go back to the most that worked
+            # below it, as Vegas and Envoy's gradient settle on the concurrency that kept
+            # answers good, rather than halving as AIMD would: that count is known, and every
+            # extra try costs a run-wide pause.
+            worked = max((f for f in self._ok_flights if f < in_flight), default=in_flight - 1)
+            self._refused_low = in_flight
             return self._cut_window(now, pause, worked)
-        if over:
-            # Too few yet to tell from noise that met a high count in flight; never charge it
-            # to the rate, which a limit on calls in flight would drag down for nothing.
-            if now - self._over_at > t.answers_window_s:
-                self._over_flight = in_flight
-            self._over_at, self._over_flight = now, min(self._over_flight, in_flight)
+        if in_flight > 1 and in_flight > min(self._window_base, lately):
+            # Sent with more in flight than nearly all the latest successes (or above the
+            # window that held): too few yet to tell a limit on calls in flight from noise,
+            # but never charged to the rate, which such a limit would drag down for nothing.
             return Verdict.NOISE
         if (
             self._rate == math.inf
@@ -326,19 +316,28 @@ class Controller:
         count = sum(recent)
         return count >= t.dense_count and count >= t.dense_share * len(recent)
 
-    def _refused_above(self, now: float, bound: int) -> bool:
-        """Whether the recent answers to requests sent with more than `bound` in flight were
-        refused often enough to point to a limit on calls in flight."""
+    def _steep(self, in_flight: int, split: int) -> bool:
+        """Whether requests sent with `split` or more in flight (this 429's `in_flight` among
+        them) were lately refused far more often than those sent with fewer."""
         t = self.tuning
-        horizon = now - t.answers_window_s
-        refused = total = 0
-        for at, throttled, flight in reversed(self._answers):
-            if at < horizon:
-                break
-            if flight > bound:
-                total += 1
-                refused += throttled
-        return refused >= t.window_refused_count and refused >= t.window_refused_share * total
+        if split > in_flight or split < 2:
+            return False
+        hi_refused = hi = lo_refused = lo = 0
+        for _, refused, flight in self._answers:
+            if flight >= split:
+                hi += 1
+                hi_refused += refused
+            elif flight:
+                lo += 1
+                lo_refused += refused
+        if not lo:
+            return False  # nothing sent with fewer in flight to compare with
+        hi_share, lo_share = hi_refused / hi, lo_refused / lo
+        return (
+            hi_refused >= t.window_refused_count
+            and hi_share >= t.window_refused_share
+            and hi_share >= t.window_steepness * lo_share
+        )
 
     def _sent_rate(self, now: float) -> float:
         """Requests granted per second over the last `sent_window_s`."""

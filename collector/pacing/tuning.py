@@ -55,8 +55,10 @@ class Tuning:
     ok_flight_share: float = 0.9  # "nearly all": the share of them a count in flight must
     # pass to be over; above it 429s point to a limit on calls in flight
     window_refused_count: int = 2  # a limit on calls in flight refuses at least this many ...
-    window_refused_share: float = 0.3  # ... and this share of the requests sent with as many in
-    # flight or more: noise refuses 1 %, a rate limit refuses alike at every count in flight
+    window_refused_share: float = 0.2  # ... and this share of the requests sent with as many in
+    # flight or more: noise refuses 1 %, a rate limit paced near its limit a few %
+    window_steepness: float = 4.0  # ... and this many times the share refused with fewer in
+    # flight: a rate limit, or noise, refuses alike at every count in flight
     ok_flights_kept: int = 100  # "the latest successes": enough that a rate limit's random
     # 429 seldom lands above all of their counts in flight, few enough to follow a change
 
