@@ -177,7 +177,7 @@ class Controller:
         # until the answer is read), so below its limit no request is refused for being in
         # flight; above it some still pass, as ours counts answers on their way back.
         if in_flight > 1 and (
-            self._steep(in_flight, in_flight) or self._steep(in_flight, lately + 1)
+            self._steep(now, in_flight, in_flight) or self._steep(now, in_flight, lately + 1)
         ):
             # Refused far more often with this many in flight or more than with fewer: the
             # server counts calls in flight (Citrix Monitor allows one per tenant); a rate
@@ -316,14 +316,19 @@ class Controller:
         count = sum(recent)
         return count >= t.dense_count and count >= t.dense_share * len(recent)
 
-    def _steep(self, in_flight: int, split: int) -> bool:
+    def _steep(self, now: float, in_flight: int, split: int) -> bool:
         """Whether requests sent with `split` or more in flight (this 429's `in_flight` among
         them) were lately refused far more often than those sent with fewer."""
         t = self.tuning
         if split > in_flight or split < 2:
             return False
+        # Only answers of the same few seconds compare: a window held full sends every request
+        # with one count in flight, and fewer were last seen in another state of the run.
+        horizon = now - t.steep_window_s
         hi_refused = hi = lo_refused = lo = 0
-        for _, refused, flight in self._answers:
+        for at, refused, flight in reversed(self._answers):
+            if at < horizon:
+                break
             if flight >= split:
                 hi += 1
                 hi_refused += refused

@@ -115,22 +115,12 @@ class Pacer:
         self._admit()  # the window may have grown
 
     def on_throttle(self, grant: Grant, retry_after: float | None) -> Verdict:
-        v = self.controller.on_throttle(
+        return self.controller.on_throttle(
             self._clock.now(),
             sent_at=grant.sent_at,
             in_flight=grant.in_flight,
             retry_after=retry_after,
         )
-        import sys  # DEBUG
-
-        c = self.controller
-        if v.value != "stale":
-            fl = sorted(c._ok_flights)
-            print(
-                f"DBG {self._clock.now():.3f} fl {grant.in_flight} {v.value} w {c.window} base {c._window_base} r {c.rate:.0f} p90 {c._ok_flight_high()} oks {fl[::10]}",
-                file=sys.stderr,
-            )
-        return v
 
     # --- the window ------------------------------------------------------------------------
 

@@ -57,6 +57,8 @@ class Tuning:
     window_refused_count: int = 2  # a limit on calls in flight refuses at least this many ...
     window_refused_share: float = 0.2  # ... and this share of the requests sent with as many in
     # flight or more: noise refuses 1 %, a rate limit paced near its limit a few %
+    steep_window_s: float = 2.0  # "lately" for that comparison: a few answers below the count
+    # even at 100/s, and the same state of the run
     window_steepness: float = 4.0  # ... and this many times the share refused with fewer in
     # flight: a rate limit, or noise, refuses alike at every count in flight
     ok_flights_kept: int = 100  # "the latest successes": enough that a rate limit's random
