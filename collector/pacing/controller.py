@@ -41,6 +41,7 @@ class Controller:
         "_ok_flights",
         "_peak",
         "_probe_s",
+        "_ok_since_cut",
         "_rate",
         "_refused_low",
         "_resumed_at",
@@ -50,6 +51,7 @@ class Controller:
         "_window_base",
         "_window_cut_at",
         "_window_probe_s",
+        "_window_slow_start",
         "ceiling",
         "estimate",
         "max_pause",
@@ -75,15 +77,17 @@ class Controller:
         self.ceiling = rate if rate > 0 else math.inf
         self.max_pause = tuning.max_pause_s if max_pause is None else max_pause
         self.max_window = max_window
-        # The full window from the start, not TCP's slow start: a flood sent at once gives each
-        # request a distinct count in flight, so the first 429s say exactly where a limit on
-        # calls in flight is, where a growing window blurs it with answers still in transit.
-        self.window = max_window
+        # TCP's slow start (RFC 5681, with RFC 6928's initial window): a first flood of the
+        # whole window would draw one 429 a request above a limit on calls in flight, a few
+        # percent of a short run; doubling a round trip finds the limit with a few.
+        self.window = min(max_window, tuning.initial_window)
+        self._window_slow_start = True
         self.estimate: float | None = None  # the server's rate limit, as the last cut saw it
         self.paused_until = -math.inf
         self._rate = self.ceiling
         self._base = self.ceiling  # the rate right after the last cut
         self._cut_at = -math.inf  # the last rate cut
+        self._ok_since_cut = 0  # 2xx answers since then
         self._resumed_at = -math.inf  # the end of the pause that followed it
         self._probe_s = tuning.probe_min_s
         self._slow_start = False
@@ -96,7 +100,7 @@ class Controller:
         # How many were in flight with each of the latest successes: a limit on calls in flight
         # refuses only requests sent with more than it allows, a rate limit refuses any.
         self._ok_flights: deque[int] = deque(maxlen=tuning.ok_flights_kept)
-        self._window_base = max_window  # the window right after its last cut
+        self._window_base = self.window  # the window right after its last cut
         self._window_cut_at = -math.inf
         self._refused_low = max_window + 1  # the fewest in flight refused since that cut
         self._window_probe_s = tuning.probe_min_s
@@ -118,6 +122,7 @@ class Controller:
     def on_success(self, now: float, in_flight: int = 0) -> None:
         """A 2xx answer to a request sent with `in_flight` requests in flight (itself included)."""
         self._answers.append((now, False, in_flight))
+        self._ok_since_cut += 1
         if self._second > -math.inf:
             second = math.floor(now)
             if second != self._second:
@@ -135,6 +140,12 @@ class Controller:
             # Sent before the window's cut, with fewer in flight than any refused since: the
             # answers of one flood come back in any order, and this one says more worked.
             self.window = self._window_base = in_flight
+        elif self._window_slow_start:
+            if self.window >= self.max_window:
+                self._window_slow_start = False
+            elif 2 * in_flight >= self.window:  # one more a success: doubles a round trip
+                self.window += 1
+                self._window_base = self.window
         elif in_flight >= self.window and self.window < self.max_window:
             # Grown only while it is full (TCP's cwnd validation, RFC 7661): a window that grew
             # unused would let a flood through the day the rate stops holding the run back.
@@ -222,6 +233,7 @@ class Controller:
         self._pause(now, pause)
         self._rate = self._base = min(self.ceiling, max(t.min_rate, rate))
         self._cut_at = now
+        self._ok_since_cut = 0
         self._resumed_at = self.paused_until
         self._probe_s = self._probe_for(pause)
         return Verdict.RATE
@@ -243,7 +255,16 @@ class Controller:
         else:
             share = t.plateau  # on the plateau, below the estimate: the limit moved under it
         self._slow_start = False
-        self.estimate = max(rate * share, t.min_rate)
+        estimate = rate * share
+        elapsed = now - self._cut_at
+        if elapsed >= t.measured_min_s:
+            # Over a whole cycle, from the last cut (its pause included) to this one, a token
+            # bucket lets through exactly its rate: its burst refilled during the pause. Take
+            # that when it is lower, within reason: a run held back by something else (its
+            # tail, its window) answers fewer than the limit would allow.
+            measured = self._ok_since_cut / elapsed
+            estimate = max(min(estimate, measured), estimate * t.deep_cut)
+        self.estimate = max(estimate, t.min_rate)
         return self.estimate * t.cut
 
     def _rate_target(self, now: float) -> float:
@@ -277,6 +298,7 @@ class Controller:
 
     def _cut_window(self, now: float, pause: float, window: int) -> Verdict:
         self.window = self._window_base = max(1, min(self.window, window))
+        self._window_slow_start = False
         if self.estimate is not None or self._slow_start:
             # The rate was cut for 429s that the window now explains (Little's law: a lower
             # rate also brings fewer calls in flight): free it, or it would hold the run below

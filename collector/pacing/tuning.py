@@ -30,6 +30,8 @@ class Tuning:
     probe_min_s: float = 10.0  # ... within these bounds
     probe_max_s: float = 600.0
     slow_start_s: float = 0.5  # the doubling time before the first estimate (TCP slow start)
+    measured_min_s: float = 1.5  # the shortest cycle between two cuts whose 2xx rate is taken
+    # for a token bucket's: shorter, the bucket's burst still weighs in it
     min_rate: float = 0.5  # requests per second: the floor of every cut
     sent_window_s: float = 1.0  # how far back the rate requests go out at is measured
 
@@ -45,6 +47,7 @@ class Tuning:
     # server has given in one second is noise: the server has shown it takes more
 
     # --- window (calls in flight) ---------------------------------------------------------
+    initial_window: int = 10  # RFC 6928's initial window: few 429s if the limit is lower
     window_probe_s: float = 10.0  # how long the window holds at the in-flight count that
     # worked before it tries one more: every try that fails costs a run-wide pause
     window_probe_growth: float = 0.1  # then it grows convexly, by this share per probe_s cubed
