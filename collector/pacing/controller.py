@@ -8,8 +8,9 @@ requests were in flight when that request was sent; it reads back `rate`, `windo
 Two controls run at once, as Netflix's concurrency-limits and Envoy's adaptive concurrency
 filter put a window on calls in flight, and TCP keeps a congestion window beside its pacing
 rate. Each 429 that points to a limit is charged to the one it points to: a server that
-limits calls in flight refuses requests sent with more in flight than any request that has
-lately succeeded; a server that limits the rate refuses requests whatever was in flight.
+limits calls in flight refuses the requests sent with many in flight far more often than
+those sent with few; a server that limits the rate refuses alike whatever was in flight.
+"In flight" is counted from the grant to the answer, never while waiting for a slot.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ class Controller:
         "_count",
         "_cut_at",
         "_ok_flights",
+        "_ok_since_cut",
         "_peak",
         "_probe_s",
-        "_ok_since_cut",
         "_rate",
         "_refused_low",
         "_resumed_at",
@@ -175,7 +176,8 @@ class Controller:
             and in_flight > 1
             and 0 < self._ok_flight_high() < in_flight
         ):
-            # Refused with this many in flight: the limit is below it (see `over`).
+            # Refused with more in flight than nearly all successes, in the flood the cut
+            # answered: the limit is below this count (see the branches below).
             self._refused_low = min(self._refused_low, in_flight)
             self.window = self._window_base = min(self.window, max(1, in_flight - 1))
         if sent_at < max(self._cut_at, self._window_cut_at):
