@@ -19,6 +19,7 @@ def build_manifest(
     config: Config,
     segment_started_at: str,
     failures: Sequence[Failure],
+    pacing: tuple[float, int] | None = None,
 ) -> dict[str, Any]:
     """The manifest of the whole run, from the journal's state once the last segment ended.
 
@@ -49,6 +50,10 @@ def build_manifest(
         },
         "files": [f.to_json() for f in state.files],
     }
+    if pacing is not None:
+        # Where the adaptive rate (0: no limit) and window stood when the last segment ended.
+        rate, window = pacing
+        manifest["pacing"] = {"rate": round(rate, 1), "window": window}
     if config.collect.mode is Mode.SITE_WIDE:
         # The page calls of the committed listings (SPEC 5.5); the requests count them too.
         manifest["listing"] = {

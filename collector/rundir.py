@@ -352,6 +352,7 @@ class RunLedger:
             config=self.config,
             segment_started_at=self.started_at,
             failures=failures,
+            pacing=(stats.current_rate, stats.current_window),
         )
         path = self.plan.directory / MANIFEST_NAME
         attempt(lambda: write_atomic(path, dump_json(manifest)), problems)

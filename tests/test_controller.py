@@ -28,11 +28,13 @@ class Server:
     max_in_flight: int = 0  # 0: none
     noise: float = 0.0  # share of answers that are 429 at random
     latency: float = 0.02
+    jitter: float = 0.0  # each call's latency is latency * (1 + jitter * a random in [0, 1))
+    transit: float = 0.0  # how long an answer travels after the server frees the call's slot
     retry_after: float = 1.0
     tokens: float = 0.0
     serving: list[float] = field(default_factory=list)  # when each admitted call ends
 
-    def admit(self, now: float, rng: random.Random) -> bool:
+    def admit(self, now: float, rng: random.Random, latency: float) -> bool:
         self.serving = [end for end in self.serving if end > now]
         if self.max_in_flight and len(self.serving) >= self.max_in_flight:
             return False
@@ -42,7 +44,7 @@ class Server:
             self.tokens -= 1.0
         if self.noise and rng.random() < self.noise:
             return False
-        self.serving.append(now + self.latency)
+        self.serving.append(now + latency - self.transit)
         return True
 
 
@@ -117,8 +119,9 @@ def simulate(
             in_flight += 1
             busy[worker] = True
             controller.on_sent(now)
-            ok = server.admit(now, rng)
-            answers.append((now + server.latency, worker, now, in_flight, ok))
+            latency = server.latency * (1.0 + server.jitter * rng.random())
+            ok = server.admit(now, rng, latency)
+            answers.append((now + latency, worker, now, in_flight, ok))
         if step % 100 == 0:
             result.windows.append((now, controller.window))
             result.rates.append((now, controller.rate))
@@ -145,6 +148,19 @@ class TestShapes:
         assert result.ok_rate(5, 20) >= 0.85 * 6 / 0.02
         assert result.throttled_share(2) < 0.03
         assert Verdict.WINDOW in result.verdicts
+
+    def test_concurrency_limit_with_answers_in_transit(self) -> None:
+        """With jittered latency and answers still on their way back when the server frees
+        their slots, some requests above the limit succeed; the 429s still go to the window."""
+
+        controller = Controller(0, 32)
+        server = Server(max_in_flight=6, jitter=0.5, transit=0.004)
+        result = simulate(controller, server, duration=60)
+        assert controller.rate == math.inf
+        assert 5 <= controller.window <= 7
+        assert result.ok_rate(5, 60) >= 0.75 * 6 / 0.025
+        assert result.throttled_share(2) < 0.03
+        assert Verdict.RATE not in result.verdicts
 
     def test_both_limits(self) -> None:
         """100/s and 8 in flight at once: the tighter bound, the rate, is found."""
@@ -248,6 +264,8 @@ class TestDecisions:
         """A 429 for a request sent before the last cut cuts nothing more."""
 
         controller = Controller(0, 32)
+        for _ in range(5):
+            controller.on_success(0.5, 5)
         controller.on_throttle(0.99, sent_at=0.9, in_flight=8, retry_after=1.0)
         controller.on_throttle(1.0, sent_at=0.9, in_flight=9, retry_after=1.0)
         window = controller.window
@@ -283,6 +301,68 @@ class TestDecisions:
         verdict = controller.on_throttle(3.5, sent_at=3.4, in_flight=1, retry_after=1.0)
         assert verdict is Verdict.NOISE
         assert controller.rate == 60.0
+
+    def test_window_slow_start(self) -> None:
+        """The window starts at 10 and grows by one a success sent with half of it in flight."""
+
+        controller = Controller(0, 64)
+        assert controller.window == 10
+        controller.on_success(0.01, 4)  # under half the window in flight: unused, not grown
+        assert controller.window == 10
+        for i in range(100):
+            controller.on_success(0.02 + i * 0.001, controller.window)
+        assert controller.window == 64
+
+    def test_refusals_alike_at_every_count_are_not_the_window(self) -> None:
+        """429s as frequent with few in flight as with many point to no limit on calls in flight."""
+
+        controller = Controller(0, 8)
+        verdicts = []
+        for i in range(400):
+            now, flight = i * 0.005, 1 + i % 8
+            if i % 4 == 0:
+                verdicts.append(controller.on_throttle(now, sent_at=now, in_flight=flight))
+            else:
+                controller.on_success(now, flight)
+        assert Verdict.WINDOW not in verdicts
+        assert controller.window == 8
+
+    def test_window_cut_frees_the_rate(self) -> None:
+        """A window cut lifts a rate cut for the 429s the window now explains."""
+
+        controller = Controller(0, 32)
+        for i in range(20):  # dense, and refusing even a call alone: a rate cut
+            controller.on_throttle(0.5 + i * 0.001, sent_at=0.5, in_flight=1)
+        assert controller.rate < math.inf
+        for i in range(50):
+            controller.on_success(2.0 + i * 0.01, 1 + i % 5)
+        controller.on_throttle(2.6, sent_at=2.55, in_flight=7)
+        verdict = controller.on_throttle(2.61, sent_at=2.56, in_flight=7)
+        assert verdict is Verdict.WINDOW
+        assert (controller.window, controller.rate) == (5, math.inf)
+
+    def test_unused_window_does_not_grow(self) -> None:
+        """Once cut, the window grows only with successes sent while it was full."""
+
+        controller = Controller(0, 32)
+        for _ in range(5):
+            controller.on_success(0.0, 5)
+        controller.on_throttle(0.009, sent_at=0.004, in_flight=8)
+        controller.on_throttle(0.01, sent_at=0.005, in_flight=9)
+        for i in range(10_000):
+            controller.on_success(2.0 + i * 0.01, 3)
+        assert controller.window == 5
+
+    def test_rate_cut_takes_a_token_buckets_rate(self) -> None:
+        """A cut a whole cycle after the last takes the 2xx rate between them as the estimate."""
+
+        controller = Controller(300, 64)
+        controller.on_throttle(0.0, sent_at=0.0, in_flight=1, retry_after=1.0)  # rate 300 -> cut
+        for i in range(400):  # 100 answers a second from the end of the pause to 5 s
+            controller.on_success(1.0 + i / 100, 1)
+        controller._rate = 150.0  # as if it had climbed back far above the bucket's rate
+        controller.on_throttle(5.0, sent_at=4.99, in_flight=1, retry_after=1.0)
+        assert controller.estimate == pytest.approx(80.0, rel=0.05)  # 400 in 5 s
 
     def test_refuses_bad_settings(self) -> None:
         """A negative or NaN rate and an empty window are refused."""

@@ -140,6 +140,28 @@ class TestWindow:
 
         assert await clock.run(main) == [1, 2, 3]
 
+    async def test_waiting_for_a_slot_is_not_in_flight(self) -> None:
+        """Callers holding a place while they wait for the schedule do not count in flight."""
+
+        pacer, clock = make(rate=10, window=8)
+
+        async def main() -> list[int]:
+            counts: list[int] = []
+
+            async def one() -> None:
+                grant = await pacer.acquire()
+                counts.append(grant.in_flight)
+                await clock.sleep(0.01)  # answered well before the next slot
+                pacer.release(grant)
+
+            async with anyio.create_task_group() as group:
+                for _ in range(5):
+                    group.start_soon(one)
+            return counts
+
+        assert await clock.run(main) == [1] * 5
+        assert (pacer.in_flight, pacer.sent) == (0, 0)
+
     async def test_window_cut_then_success_admits(self) -> None:
         """A window cut holds new callers until enough places are free again."""
 

@@ -45,17 +45,20 @@ class TestPaced:
         assert (stats.requests, stats.throttled) == (2, 1)
 
     async def test_limit_429_pauses_the_run(self) -> None:
-        """429s sent with more in flight than any success pause every request."""
+        """429s sent with more in flight than the successes had pause every request."""
 
-        async def refuse(request: Request) -> Answer:
-            return answer(429, b"", {"Retry-After": "5"})
+        answers = iter([answer(200, {}), *[answer(429, b"", {"Retry-After": "5"})] * 2])
 
-        transport, pacer, stats = paced(MockTransport(refuse))
-        pacer.in_flight = 2  # others in flight when these go
+        async def script(request: Request) -> Answer:
+            return next(answers)
+
+        transport, pacer, stats = paced(MockTransport(script))
+        await transport.send(request())  # alone in flight: it works
+        pacer.sent = 2  # others on their way when these go
         await transport.send(request())
         await transport.send(request())
         assert pacer.controller.paused_until == 5.0
-        assert stats.current_window == 2  # one fewer than refused, none having worked
+        assert stats.current_window == 1  # the most that worked
 
     async def test_window_is_released_after_an_error(self) -> None:
         """A request that raises gives its place in the window back."""

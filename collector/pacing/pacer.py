@@ -63,12 +63,16 @@ class Pacer:
         "_waiters",
         "controller",
         "in_flight",
+        "sent",
     )
 
     def __init__(self, controller: Controller, clock: Clock | None = None) -> None:
         self.controller = controller
         self._clock = clock or MonotonicClock()
         self.in_flight = 0  # windowed requests between acquire and release
+        # ... of which past the schedule, on their way: what the server can count. Places held
+        # while waiting for a slot say nothing about a limit on calls in flight.
+        self.sent = 0
         self._waiters: deque[anyio.Event] = deque()  # callers waiting for a window place
         self._tat = -math.inf  # GCRA: the theoretical arrival time of the next request
         self._tat_rate = math.inf  # ... as the rate that set it would have it
@@ -95,11 +99,15 @@ class Pacer:
                 self._leave_window()
             raise
         self.controller.on_sent(now)
-        return Grant(now, self.in_flight if windowed else 0)
+        if not windowed:
+            return Grant(now, 0)
+        self.sent += 1
+        return Grant(now, self.sent)
 
     def release(self, grant: Grant) -> None:
         """The request of `grant` is over; its place goes to the next caller."""
         if grant.in_flight:
+            self.sent -= 1
             self._leave_window()
 
     def on_success(self, grant: Grant) -> None:

@@ -30,6 +30,8 @@ class Tuning:
     probe_min_s: float = 10.0  # ... within these bounds
     probe_max_s: float = 600.0
     slow_start_s: float = 0.5  # the doubling time before the first estimate (TCP slow start)
+    measured_min_s: float = 1.5  # the shortest cycle between two cuts whose 2xx rate is taken
+    # for a token bucket's: shorter, the bucket's burst still weighs in it
     min_rate: float = 0.5  # requests per second: the floor of every cut
     sent_window_s: float = 1.0  # how far back the rate requests go out at is measured
 
@@ -45,9 +47,25 @@ class Tuning:
     # server has given in one second is noise: the server has shown it takes more
 
     # --- window (calls in flight) ---------------------------------------------------------
+    initial_window: int = 10  # RFC 6928's initial window: few 429s if the limit is lower
     window_probe_s: float = 10.0  # how long the window holds at the in-flight count that
     # worked before it tries one more: every try that fails costs a run-wide pause
     window_probe_growth: float = 0.1  # then it grows convexly, by this share per probe_s cubed
+    window_cut: float = 0.7  # a cut with no count known to work: CUBIC's beta, gentler than
+    # AIMD's halving, since the window is a small integer and each 429 pauses the run
+    window_rate_margin: float = 1.1  # "no faster than the server answered": this much slack
+    # for the sent rate, which counts the refused requests and the jitter of one second
+    ok_flight_share: float = 0.9  # "nearly all": the share of them a count in flight must
+    # pass to be over; above it 429s point to a limit on calls in flight
+    window_refused_count: int = 2  # a limit on calls in flight refuses at least this many ...
+    window_refused_share: float = 0.2  # ... and this share of the requests sent with as many in
+    # flight or more: noise refuses 1 %, a rate limit paced near its limit a few %
+    steep_window_s: float = 2.0  # "lately" for that comparison: a few answers below the count
+    # even at 100/s, and the same state of the run
+    window_steepness: float = 4.0  # ... and this many times the share refused with fewer in
+    # flight: a rate limit, or noise, refuses alike at every count in flight
+    ok_flights_kept: int = 100  # "the latest successes": enough that a rate limit's random
+    # 429 seldom lands above all of their counts in flight, few enough to follow a change
 
     # --- the pacer's waiting --------------------------------------------------------------
     early: float = 0.5  # the head may go this share of an interval early (late wake-ups)

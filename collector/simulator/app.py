@@ -547,7 +547,17 @@ def build_app(state: State) -> web.Application:
         state.in_flight += 1
         counters.peak_in_flight = max(counters.peak_in_flight, state.in_flight)
         try:
-            return await answer(request, endpoint, name, now)
+            response = await answer(request, endpoint, name, now)
+            # A real server holds the call's slot until its answer is sent, so send it here
+            # (aiohttp's own prepare and write_eof then do nothing): released at return, the
+            # slot would free before the answer left, and the server would count fewer in
+            # flight than the client that is still waiting for it.
+            transport = request.transport
+            if transport is not None and not transport.is_closing():
+                with contextlib.suppress(ConnectionError):
+                    await response.prepare(request)
+                    await response.write_eof()
+            return response
         finally:
             state.in_flight -= 1
 
