@@ -8,7 +8,7 @@ bin := $(VENV)/bin/
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(bin)pip install --quiet --upgrade pip
-	$(bin)pip install --quiet -e '.[dev]'
+	$(bin)pip install --quiet -e '.[dev,fast]'  # fast: uvloop, measured faster (BENCHMARKS.md)
 	touch $@
 
 install: $(VENV)/.installed

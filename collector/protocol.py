@@ -309,7 +309,6 @@ def decipher(status: int, headers: Mapping[str, str], body: bytes, *, now: datet
     Raises a retryable `ApiError` of kind `invalid_response` if a 2xx body is not valid JSON.
     The error's `transaction_id` is the answer's `Citrix-TransactionId`, if any.
     """
-    transaction_id = transaction_id_of(headers)
     if 200 <= status < 300:
         if status == 204 and not body:
             return None
@@ -321,9 +320,10 @@ def decipher(status: int, headers: Mapping[str, str], body: bytes, *, now: datet
                 f"HTTP {status} with a body that is not valid JSON ({len(body)} bytes: {exc})",
                 kind=ErrorKind.INVALID_RESPONSE,
                 status=status,
-                transaction_id=transaction_id,
+                transaction_id=transaction_id_of(headers),
                 retryable=True,
             ) from exc
+    transaction_id = transaction_id_of(headers)  # read only for errors: a success needs none
     message, delay = read_error_body(body)
     retry_after = parse_retry_after(header(headers, "Retry-After"), now)
     if retry_after is None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import orjson
 import pytest
 
 from collector.errors import ApiError, AuthError
 from collector.flatten import make_flattener, make_record_encoder
 from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats
-from collector.pipeline import Stopper, Writer, run_pipeline
+from collector.pipeline import GC_YOUNG_THRESHOLD, Stopper, Writer, lean_gc, run_pipeline
 
 
 @dataclass
@@ -180,3 +182,60 @@ async def test_stop_takes_no_new_machines_and_flushes() -> None:
     assert len(api.calls) < 20
     assert sorted(sink.machines) == sorted(api.calls)  # whatever started was written
     assert sink.flushed == 1
+
+
+@dataclass
+class GcSpy:
+    """An API that notes the collector's young threshold and frozen count while it answers."""
+
+    seen: list[tuple[int, int]] = field(default_factory=list)
+
+    async def get_machine_sessions(self, name: str) -> Answer:
+        self.seen.append((gc.get_threshold()[0], gc.get_freeze_count()))
+        await anyio.lowlevel.checkpoint()
+        return Answer([{"Id": name}])
+
+
+async def test_the_pool_runs_with_the_lean_collector_and_puts_it_back() -> None:
+    """While workers answer, the young threshold is raised and the start-up heap frozen;
+    afterwards both are as before."""
+    api, sink, stats = GcSpy(), MemorySink(), RunStats()
+    before = gc.get_threshold()
+
+    await run_pipeline(
+        source(["VDA-1", "VDA-2"]), api, make_writer(sink, stats), concurrency=2, stopper=Stopper(1)
+    )
+
+    assert [threshold for threshold, _ in api.seen] == [GC_YOUNG_THRESHOLD] * 2
+    assert all(frozen > 0 for _, frozen in api.seen)
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def test_lean_gc_puts_the_collector_back_after_an_error() -> None:
+    """A run that fails still leaves the threshold and the frozen set as they were."""
+    before = gc.get_threshold()
+
+    with pytest.raises(RuntimeError), lean_gc():
+        raise RuntimeError("a fatal error in the pool")
+
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+async def test_workers_hand_the_writer_encoded_bytes_not_parsed_sessions() -> None:
+    """What reaches the sink is each machine's NDJSON as the encoder makes it, in one piece."""
+    api, stats = FakeApi(), RunStats()
+    written: list[tuple[str, bytes, int]] = []
+
+    class BytesSink(MemorySink):
+        def write_sessions(self, machine_key: str, data: bytes, records: int) -> None:
+            written.append((machine_key, data, records))
+
+    writer = make_writer(BytesSink(), stats)
+    await run_pipeline(source(["VDA-2"]), api, writer, concurrency=1, stopper=Stopper(1))
+
+    [(key, data, records)] = written
+    assert key == "vda-2"
+    assert records == 2 and data.count(b"\n") == 2
+    assert [orjson.loads(line)["Id"] for line in data.splitlines()] == ["VDA-2-s0", "VDA-2-s1"]
