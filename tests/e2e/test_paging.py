@@ -146,7 +146,7 @@ def test_kill_9_between_two_pages_then_resume(tmp_path: Path, simulator: Any, nt
     returncode, machine = run_killed(args, sim, tmp_path, nth)
 
     assert returncode == -signal.SIGKILL
-    index = sim.site.lookup(machine)
+    index = sim.site.lookup(machine.replace("\\", "|"))  # the wire form of DOMAIN\NAME
     assert index is not None, machine
     first_page = [s["Id"].encode() for s in sim.site.sessions(index)[:PAGE]]
     assert len(first_page) == PAGE
