@@ -39,7 +39,7 @@ from collector.feed import (
 )
 from collector.flatten import make_flattener, make_record_encoder
 from collector.metrics import write_metrics
-from collector.models import InvalidLine, Machine, RunStats, key_digest
+from collector.models import InvalidLine, Machine, RunStats
 from collector.pipeline import RecordSink, Stopper, Writer, run_pipeline, utc_now
 from collector.progress import ListingProgress, ProgressReporter, print_summary, summary_lines
 from collector.rundir import Action, Finished, RunLedger, RunPlan, lock_directory, plan_run
@@ -218,7 +218,7 @@ class Run:
     ) -> tuple[MachineFeed, SourceFactory]:
         """The feed that counts and filters the machines, and their source."""
         config = self.config
-        committed = {key_digest(k) for k in plan.committed} if plan else set()
+        committed = plan.committed if plan else set()
         feed = MachineFeed(self.stats, shard=self.options.shard, committed=committed)
         source: SourceFactory
         if plan and plan.action is Action.RETRY_FAILED:

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from collector.errors import ConfigError, OutputError
+from collector.models import key_digest
 from collector.sinks import SessionFile, private_opener
 
 log = logging.getLogger("collector.journal")
@@ -48,7 +49,8 @@ class JournalState:
     run_id: str
     started_at: str
     fingerprint: dict[str, Any]
-    committed: set[str] = field(default_factory=set)
+    # `models.key_digest` of each committed machine: 16 bytes each, however long its name.
+    committed: set[bytes] = field(default_factory=set)
     files: list[SessionFile] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)  # requests, retries... of ended segments
     segments: int = 0
@@ -66,7 +68,7 @@ class JournalState:
 
     def add_commit(self, files: Iterable[SessionFile], machines: Iterable[str]) -> None:
         self.files.extend(files)
-        self.committed.update(machines)
+        self.committed.update(map(key_digest, machines))
 
     def add_end(self, complete: bool, counters: dict[str, int]) -> None:
         self.segments += 1

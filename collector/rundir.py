@@ -33,7 +33,7 @@ from collector.config import Config
 from collector.errors import ConfigError, OutputError
 from collector.journal import JOURNAL_NAME, Journal, JournalState, commit_entry, read_journal
 from collector.manifest import build_manifest
-from collector.models import ErrorKind, Failure, RunStats, machine_key
+from collector.models import ErrorKind, Failure, RunStats, key_digest
 from collector.pipeline import utc_now
 from collector.sinks import (
     ERRORS_NAME,
@@ -78,7 +78,7 @@ class RunPlan:
     failures: tuple[Failure, ...] = ()  # the errors.ndjson of the run continued
 
     @property
-    def committed(self) -> set[str]:
+    def committed(self) -> set[bytes]:
         return self.state.committed if self.state else set()
 
 
@@ -214,18 +214,20 @@ def leftovers(paths: Sequence[Path], state: JournalState) -> list[Path]:
 
 
 def kept_failures(
-    earlier: Sequence[Failure], new: Sequence[Failure], committed: set[str], *, reread: bool
+    earlier: Sequence[Failure], new: Sequence[Failure], committed: set[bytes], *, reread: bool
 ) -> list[Failure]:
     """The failures of earlier segments still standing: not collected, not failed again now.
 
+    `committed` holds the `key_digest` of each committed machine.
+
     With `reread` (a resume reads the input again) earlier bad input lines are reported anew.
     """
-    retried = {machine_key(f.machine) for f in new}
+    retried = {key_digest(f.machine) for f in new}
     return [
         f
         for f in earlier
-        if machine_key(f.machine) not in committed
-        and machine_key(f.machine) not in retried
+        if key_digest(f.machine) not in committed
+        and key_digest(f.machine) not in retried
         and not (reread and f.kind is ErrorKind.INVALID_INPUT)
     ]
 

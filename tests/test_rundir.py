@@ -15,7 +15,7 @@ import pytest
 from collector.config import Config, OutputConfig
 from collector.errors import ConfigError, OutputError
 from collector.journal import Journal, commit_entry, read_journal
-from collector.models import ErrorKind, Failure, RunStats
+from collector.models import ErrorKind, Failure, RunStats, key_digest
 from collector.rundir import (
     LOCK_NAME,
     Action,
@@ -108,7 +108,7 @@ class TestPlan:
         result = plan(tmp_path, resume=True)
 
         assert result.action is Action.RESUME
-        assert result.committed == {"a"}
+        assert result.committed == {key_digest("a")}
         assert sorted(p.name for p in result.stale) == [
             "sessions-00002.ndjson",
             "sessions-00002.ndjson.part",
@@ -283,7 +283,10 @@ def test_kept_failures(
 ) -> None:
     """An earlier failure stands unless this run collected the machine or failed it again."""
     result = kept_failures(
-        [failure(m) for m in earlier], [failure(m) for m in new], committed, reread=reread
+        [failure(m) for m in earlier],
+        [failure(m) for m in new],
+        {key_digest(m) for m in committed},
+        reread=reread,
     )
 
     assert [f.machine for f in result] == kept

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from collector.journal import read_journal
-from collector.models import machine_key
+from collector.models import key_digest, machine_key
 from collector.simulator import Site
 from tests.e2e.conftest import (
     REPO,
@@ -154,10 +154,10 @@ def test_kill_9_between_two_pages_then_resume(tmp_path: Path, simulator: Any, nt
     assert not any(i in written for i in first_page), f"{machine} was written before its last page"
     state = read_journal(out)
     committed = state.committed if state is not None else set()
-    assert machine_key(machine) not in committed
+    assert key_digest(machine) not in committed
     assert committed or nth == 1, "a kill mid-run should find machines committed"
     keys = [machine_key(sim.site.list_key(i, "mixed")) for i in range(MACHINES)]
-    left = [i for i in range(MACHINES) if keys[i] not in committed]
+    left = [i for i in range(MACHINES) if key_digest(keys[i]) not in committed]
     calls_before = settled(lambda: sim.counters.requests["machine_sessions"])
 
     done = run_cli([*args, "--resume"], cli_env(sim), tmp_path)
