@@ -66,9 +66,23 @@ class JournalState:
     def records(self) -> int:
         return sum(f.records for f in self.files)
 
+    # Machines this process committed since the journal was read: counted, not held, since
+    # they are never in `committed` (the feed skips those) and never twice (it dedupes).
+    added: int = 0
+
+    @property
+    def machines_committed(self) -> int:
+        return len(self.committed) + self.added
+
     def add_commit(self, files: Iterable[SessionFile], machines: Iterable[str]) -> None:
+        """A commit line read back from the journal: its files, and its machines to skip."""
         self.files.extend(files)
         self.committed.update(map(key_digest, machines))
+
+    def count_commit(self, files: Iterable[SessionFile], machines: Sequence[str]) -> None:
+        """A commit this process journaled: its files, and how many machines it holds."""
+        self.files.extend(files)
+        self.added += len(machines)
 
     def add_end(self, complete: bool, counters: dict[str, int]) -> None:
         self.segments += 1

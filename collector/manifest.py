@@ -38,8 +38,8 @@ def build_manifest(
         "mode": config.collect.mode.value,
         "config": redact_values(public_dict(config)),  # a secret in a URL, say
         "counts": {
-            "machines_total": len(state.committed) + sum(failed.values()),
-            "machines_ok": len(state.committed),
+            "machines_total": state.machines_committed + sum(failed.values()),
+            "machines_ok": state.machines_committed,
             "machines_failed": failed,
             "duplicates_dropped": state.counters.get("duplicates", 0),
             "sessions": state.records,

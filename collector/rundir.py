@@ -290,6 +290,10 @@ class RunLedger:
         )
         self.errors = ErrorLog(plan.directory / ERRORS_NAME, staged=True)
         self.sink = DirectorySink(self.files, self.errors, self)
+        # The machines of earlier failures, and those of them this run committed: the only
+        # committed machines held beyond the count, so memory does not grow with the list.
+        self.watched = {key_digest(f.machine) for f in plan.failures}
+        self.settled: set[bytes] = set()
 
     @classmethod
     def open(cls, plan: RunPlan, *, config: Config, started_at: str) -> RunLedger:
@@ -326,7 +330,9 @@ class RunLedger:
     def commit(self, files: Sequence[SessionFile], machines: Sequence[str]) -> None:
         """Journal that `machines` are in `files` (already renamed and durable)."""
         self.journal.append(commit_entry(files, machines, utc_now()))
-        self.state.add_commit(files, machines)
+        self.state.count_commit(files, machines)
+        if self.watched:  # an earlier failure this run has now collected
+            self.settled.update(d for d in map(key_digest, machines) if d in self.watched)
 
     def finish(self, *, complete: bool, abandon: bool, stats: RunStats) -> Finished:
         """Commit what was collected (unless `abandon`), then errors, journal end, manifest.
@@ -339,7 +345,11 @@ class RunLedger:
             self.files.abandon()
         reread = self.plan.action is Action.RESUME  # the input was read again
         new = self.errors.failures
-        kept = kept_failures(self.plan.failures, new, self.state.committed, reread=reread)
+        kept = [
+            f
+            for f in kept_failures(self.plan.failures, new, self.state.committed, reread=reread)
+            if key_digest(f.machine) not in self.settled
+        ]
         attempt(lambda: self.errors.finish(kept), problems)
         counters = segment_counters(stats)
         ended = complete and not problems

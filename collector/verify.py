@@ -163,9 +163,9 @@ def journal_problems(
         if listed[name] != journaled[name]
     ]
     counts = manifest_counts(manifest)
-    if counts.get("machines_ok") != len(state.committed):
+    if counts.get("machines_ok") != state.machines_committed:
         problems.append(
-            f"{where}: {len(state.committed)} machines committed, the manifest says "
+            f"{where}: {state.machines_committed} machines committed, the manifest says "
             f"{counts.get('machines_ok')!r}"
         )
     if counts.get("sessions") != state.records:
