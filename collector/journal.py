@@ -27,7 +27,7 @@ import orjson
 
 from collector.errors import ConfigError, OutputError
 from collector.models import key_digest
-from collector.sinks import SessionFile, private_opener
+from collector.sinks import MachineKeys, SessionFile, private_opener
 
 log = logging.getLogger("collector.journal")
 
@@ -79,7 +79,7 @@ class JournalState:
         self.files.extend(files)
         self.committed.update(map(key_digest, machines))
 
-    def count_commit(self, files: Iterable[SessionFile], machines: Sequence[str]) -> None:
+    def count_commit(self, files: Iterable[SessionFile], machines: MachineKeys) -> None:
         """A commit this process journaled: its files, and how many machines it holds."""
         self.files.extend(files)
         self.added += len(machines)
@@ -104,11 +104,11 @@ def file_number(name: str) -> int:
     return int(name.split("-", 1)[1].split(".", 1)[0])
 
 
-def commit_entry(files: Sequence[SessionFile], machines: Sequence[str], at: str) -> dict[str, Any]:
+def commit_entry(files: Sequence[SessionFile], machines: MachineKeys, at: str) -> dict[str, Any]:
     return {
         "t": "commit",
         "files": [f.to_json() for f in files],
-        "machines": list(machines),
+        "machines": machines.json(),
         "at": at,
     }
 

@@ -41,6 +41,7 @@ from collector.sinks import (
     PART,
     DirectorySink,
     ErrorLog,
+    MachineKeys,
     SessionFile,
     SessionFiles,
     describe_os_error,
@@ -327,12 +328,12 @@ class RunLedger:
     def run_id(self) -> str:
         return self.state.run_id
 
-    def commit(self, files: Sequence[SessionFile], machines: Sequence[str]) -> None:
+    def commit(self, files: Sequence[SessionFile], machines: MachineKeys) -> None:
         """Journal that `machines` are in `files` (already renamed and durable)."""
         self.journal.append(commit_entry(files, machines, utc_now()))
         self.state.count_commit(files, machines)
         if self.watched:  # an earlier failure this run has now collected
-            self.settled.update(d for d in map(key_digest, machines) if d in self.watched)
+            self.settled.update(d for d in map(key_digest, machines.keys()) if d in self.watched)
 
     def finish(self, *, complete: bool, abandon: bool, stats: RunStats) -> Finished:
         """Commit what was collected (unless `abandon`), then errors, journal end, manifest.

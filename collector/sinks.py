@@ -302,10 +302,48 @@ def dump_json(data: Any) -> bytes:
     return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
+class MachineKeys:
+    """The keys of the machines one commit names, held as the body of one JSON array.
+
+    A file may hold hundreds of thousands of machines before it is renamed; as one bytes
+    buffer their keys take a third of the memory of as many `str` objects in a list.
+    """
+
+    __slots__ = ("_body", "count")
+
+    def __init__(self) -> None:
+        self._body = bytearray()
+        self.count = 0
+
+    @classmethod
+    def of(cls, keys: Iterable[str]) -> MachineKeys:
+        made = cls()
+        for key in keys:
+            made.add(key)
+        return made
+
+    def add(self, key: str) -> None:
+        if self.count:
+            self._body += b","
+        self._body += orjson.dumps(key)
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def json(self) -> orjson.Fragment:
+        """The keys as a JSON array, for `orjson.dumps` to embed as is."""
+        return orjson.Fragment(b"[" + self._body + b"]")
+
+    def keys(self) -> list[str]:
+        keys: list[str] = orjson.loads(b"[" + self._body + b"]")
+        return keys
+
+
 class CommitLog(Protocol):
     """**Protocol:** where a unit of work is committed once its files are renamed (the journal)."""
 
-    def commit(self, files: Sequence[SessionFile], machines: Sequence[str]) -> None: ...
+    def commit(self, files: Sequence[SessionFile], machines: MachineKeys) -> None: ...
 
 
 class DirectorySink:
@@ -319,11 +357,11 @@ class DirectorySink:
         self.files = files
         self.errors = errors
         self.log = log
-        self._machines: list[str] = []  # written since the last commit
+        self._machines = MachineKeys()  # written since the last commit
 
     def write_sessions(self, machine_key: str, data: bytes, records: int) -> None:
         self.files.write(data, records)
-        self._machines.append(machine_key)
+        self._machines.add(machine_key)
         if self.files.is_full:
             self.flush()
 
@@ -336,7 +374,7 @@ class DirectorySink:
             return
         finished = self.files.finish_file()
         self.log.commit([finished] if finished else [], self._machines)
-        self._machines = []
+        self._machines = MachineKeys()
 
 
 class StreamSink:

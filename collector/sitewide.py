@@ -26,7 +26,7 @@ from collector.models import ErrorKind, Failed, Failure, InvalidLine, Machine, m
 from collector.pipeline import RecordSink, Stopper, Writer, utc_now
 from collector.progress import ListingProgress
 from collector.rundir import RunLedger
-from collector.sinks import PART, SessionFile
+from collector.sinks import PART, MachineKeys, SessionFile
 
 log = logging.getLogger("collector.sitewide")
 
@@ -77,7 +77,7 @@ class ListingFiles:
     def commit(self, machines: list[str]) -> None:
         """Rename the last file, then commit the whole listing with one journal line."""
         self._finish_file()
-        self.ledger.commit(self.renamed, machines)
+        self.ledger.commit(self.renamed, MachineKeys.of(machines))
         self.renamed = []
 
     def discard(self) -> None:

@@ -19,7 +19,7 @@ from collector.journal import (
     read_journal,
 )
 from collector.models import key_digest
-from collector.sinks import SessionFile
+from collector.sinks import MachineKeys, SessionFile
 
 
 def digests(*keys: str) -> set[bytes]:
@@ -40,12 +40,12 @@ def journal_bytes(*entries: dict[str, Any]) -> bytes:
     return b"".join(map(line, entries))
 
 
-WHOLE = journal_bytes(START, commit_entry([FILE_1], ["a", "b"], "t1"))
+WHOLE = journal_bytes(START, commit_entry([FILE_1], MachineKeys.of(["a", "b"]), "t1"))
 
 
 def test_commits_read_back_and_numbering_continues() -> None:
     """Committed machines and files are read back, and numbering continues after them."""
-    raw = WHOLE + line(commit_entry([], ["c"], "t2"))
+    raw = WHOLE + line(commit_entry([], MachineKeys.of(["c"]), "t2"))
 
     state = parse_journal(raw, PATH)
 
@@ -59,7 +59,9 @@ def test_commits_read_back_and_numbering_continues() -> None:
 
 def test_one_commit_may_name_several_files() -> None:
     """A unit of work spanning files (a site-wide listing) is one commit of all of them."""
-    state = parse_journal(journal_bytes(START, commit_entry([FILE_1, FILE_2], ["x"], "t")), PATH)
+    state = parse_journal(
+        journal_bytes(START, commit_entry([FILE_1, FILE_2], MachineKeys.of(["x"]), "t")), PATH
+    )
 
     assert state.files == [FILE_1, FILE_2]
     assert state.next_file_number == 3
@@ -84,7 +86,9 @@ def test_journals_of_the_first_version_still_read() -> None:
     "tail",
     [
         pytest.param(b'{"t":"commit","files":[{"name":"sessions-00002.nd', id="cut-mid-line"),
-        pytest.param(orjson.dumps(commit_entry([FILE_2], ["z"], "t3")), id="no-final-newline"),
+        pytest.param(
+            orjson.dumps(commit_entry([FILE_2], MachineKeys.of(["z"]), "t3")), id="no-final-newline"
+        ),
         pytest.param(b'{"t":"comm{"t":"resume","at":"t4"}\n', id="glued-onto-a-torn-line"),
     ],
 )

@@ -26,7 +26,7 @@ from collector.rundir import (
     plan_run,
     run_files,
 )
-from collector.sinks import SessionFile
+from collector.sinks import MachineKeys, SessionFile
 
 FINGERPRINT: dict[str, Any] = {"machines": "m.txt", "mode": "per-machine", "separator": "."}
 CONFIG = Config(output=OutputConfig(max_records_per_file=2))
@@ -36,7 +36,9 @@ def write_run(directory: Path, fingerprint: dict[str, Any] = FINGERPRINT) -> Non
     directory.mkdir(exist_ok=True)
     journal = Journal(directory)
     journal.append({"t": "start", "run_id": "r1", "started_at": "t0", "fingerprint": fingerprint})
-    journal.append(commit_entry([SessionFile("sessions-00001.ndjson", 1, 3, "h")], ["a"], "t1"))
+    journal.append(
+        commit_entry([SessionFile("sessions-00001.ndjson", 1, 3, "h")], MachineKeys.of(["a"]), "t1")
+    )
     journal.close()
     (directory / "sessions-00001.ndjson").write_text("{}\n")
 

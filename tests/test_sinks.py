@@ -19,6 +19,7 @@ from collector.models import ErrorKind, Failure
 from collector.sinks import (
     DirectorySink,
     ErrorLog,
+    MachineKeys,
     SessionFile,
     SessionFiles,
     read_errors,
@@ -44,8 +45,8 @@ class FakeCommitLog:
         self.commits: list[tuple[list[SessionFile], list[str]]] = []
         self.seen_on_disk: list[list[str]] = []
 
-    def commit(self, files: Sequence[SessionFile], machines: Sequence[str]) -> None:
-        self.commits.append((list(files), list(machines)))
+    def commit(self, files: Sequence[SessionFile], machines: MachineKeys) -> None:
+        self.commits.append((list(files), machines.keys()))
         self.seen_on_disk.append(sorted(p.name for p in self.directory.iterdir()))
 
 
@@ -208,3 +209,13 @@ class TestErrorLog:
         path.write_bytes(orjson.dumps(failure("a").to_json()) + b'\n{"machine": "b", "ki')
 
         assert [f.machine for f in read_errors(path)] == ["a"]
+
+
+def test_machine_keys_are_one_json_array() -> None:
+    """The keys of a commit come back as they were added, and embed in a line as a JSON array."""
+    keys = MachineKeys.of(["corp\\vda-1", 'odd"name', "vda-2.corp.example"])
+
+    assert len(keys) == 3
+    assert keys.keys() == ["corp\\vda-1", 'odd"name', "vda-2.corp.example"]
+    assert orjson.loads(orjson.dumps({"machines": keys.json()})) == {"machines": keys.keys()}
+    assert orjson.dumps(MachineKeys().json()) == b"[]"
