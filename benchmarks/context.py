@@ -43,7 +43,7 @@ class Sizes:
 
 
 FULL = Sizes(
-    # The 200,000-machine row alone takes 5 to 6 minutes on 2 cores shared with the simulator.
+    # The two 200,000 rows take 4 to 6 minutes on 2 cores shared with the simulator.
     budget_s=1200.0,
     latency=20_000,
     rate=4_000,
