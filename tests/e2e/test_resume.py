@@ -171,10 +171,7 @@ def limit_file_size() -> None:
 def test_a_full_disk_exits_3_and_keeps_committed_files(tmp_path: Path, simulator: Any) -> None:
     """When a write fails for lack of space: exit 3, the path named, committed files whole."""
     sim = simulator(machines=400, seed=4, shape="full")  # records big enough to hit the limit
-    config, out = setup_run(tmp_path, sim)
-    config.write_text(
-        config.read_text().replace("max_records_per_file = 150", "max_records_per_file = 1")
-    )
+    config, out = setup_run(tmp_path, sim, per_file=1)
 
     done = run_cli(
         ["run", "-c", str(config), "--no-progress"],
