@@ -208,12 +208,16 @@ def start_simulator(
     machines: int,
     latency_ms: float,
     *,
+    spread: float = 0.0,
     rate_limit: float = 0.0,
     shape: str = "sparse",
     faults: Any = "none",
     **knobs: Any,
 ) -> Any:
     """A threaded simulator; `knobs` (max_in_flight, session_page...) must exist in this build.
+
+    `latency_ms` is the mean: each answer takes it times a factor drawn evenly from
+    [1 - spread, 1 + spread].
 
     Raises `Unavailable` naming a knob this build's `SimulatorConfig` lacks. `shape` is dropped
     where shapes do not exist yet (`shape_in_use` says which one is served).
@@ -229,8 +233,8 @@ def start_simulator(
     config = SimulatorConfig(
         host="127.0.0.1",
         machines=machines,
-        latency_ms=latency_ms,
-        latency_jitter_ms=0.0,
+        latency_ms=latency_ms * (1 - spread),
+        latency_jitter_ms=latency_ms * 2 * spread,
         rate_limit=rate_limit,
         faults=faults,
         client_secret=SECRET,

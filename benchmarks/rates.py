@@ -19,11 +19,13 @@ from benchmarks.context import (
     FAST_MS,
     HEADLINE_SHAPE,
     IN_FLIGHT,
+    LATENCY_SPREAD,
     LIMITED_CONCURRENCY,
     RATE_LIMIT,
     SCATTERED_429,
     Context,
     keep_machine_list,
+    mean_ms,
     minimal_row,
     spec,
 )
@@ -84,7 +86,7 @@ def bench_limited(
     bound = min(bounds)
     shape = shape_in_use(HEADLINE_SHAPE)
     scale = (
-        f"{spec(n, None)}, sim {' + '.join(limits)}, {FAST_MS:g} ms, conc {concurrency}, "
+        f"{spec(n, None)}, sim {' + '.join(limits)}, {mean_ms(FAST_MS)}, conc {concurrency}, "
         f"rate 0, {shape}"
     )
     want = Target(">=", share * bound, "ok requests/s", f"{share:.0%} of {bound:g}/s")
@@ -95,7 +97,9 @@ def bench_limited(
         return
     knobs: dict[str, Any] = {} if max_in_flight is None else {"max_in_flight": max_in_flight}
     try:
-        sim = start_simulator(n, FAST_MS, rate_limit=rate_limit, shape=shape, **knobs)
+        sim = start_simulator(
+            n, FAST_MS, spread=LATENCY_SPREAD, rate_limit=rate_limit, shape=shape, **knobs
+        )
     except Unavailable as exc:
         report.not_available(name + ": throughput", scale, want, str(exc))
         report.not_available(name + ": 429 share", "same run", few, str(exc))
@@ -189,8 +193,8 @@ def bench_fast(ctx: Context) -> None:
     """At 20 ms: the seed's script on a sample; the collector and the minimal loop on one list."""
     report, budget, sizes = ctx.report, ctx.budget, ctx.sizes
     n, shape = sizes.fast, shape_in_use(HEADLINE_SHAPE)
-    plain_scale = f"{sizes.plain} machines (a sample), {FAST_MS:g} ms, one at a time, {shape}"
-    scale = f"{n:,} machines, {FAST_MS:g} ms, conc {CONCURRENCY}, {shape}"
+    plain_scale = f"{sizes.plain} machines (a sample), {mean_ms(FAST_MS)}, one at a time, {shape}"
+    scale = f"{n:,} machines, {mean_ms(FAST_MS)}, conc {CONCURRENCY}, {shape}"
     faster = Target(">=", 40, "x the plain script")
     cpu = Target("<=", 1.3, "x the minimal aiohttp + orjson loop")
     scattered = Target(">=", 70, "% of the same run without them")
@@ -202,7 +206,7 @@ def bench_fast(ctx: Context) -> None:
         ):
             report.not_run(bench, scale, target, "time budget")
         return
-    sim = start_simulator(n, FAST_MS, shape=shape)
+    sim = start_simulator(n, FAST_MS, spread=LATENCY_SPREAD, shape=shape)
     try:
         machines = keep_machine_list(sim, ctx.work, "fast")
         plain_out = ctx.work / "plain.ndjson"

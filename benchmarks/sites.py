@@ -15,9 +15,11 @@ from benchmarks.context import (
     FAST_MS,
     HEADLINE_SHAPE,
     LATENCY_MS,
+    LATENCY_SPREAD,
     MEAN_SESSIONS,
     Context,
     keep_machine_list,
+    mean_ms,
     minimal_row,
     spec,
 )
@@ -87,7 +89,7 @@ def bench_latency(ctx: Context) -> None:
     """Per-machine mode at 100 ms, the minimal loop on the same list, then site-wide mode."""
     report, budget, n = ctx.report, ctx.budget, ctx.sizes.latency
     shape = shape_in_use(HEADLINE_SHAPE)
-    scale = f"{spec(n, 20_000)}, {LATENCY_MS:g} ms, conc {CONCURRENCY}, {shape}"
+    scale = f"{spec(n, 20_000)}, {mean_ms(LATENCY_MS)}, conc {CONCURRENCY}, {shape}"
     want = Target(
         ">=",
         0.9 * CONCURRENCY / (LATENCY_MS / 1000),
@@ -100,7 +102,7 @@ def bench_latency(ctx: Context) -> None:
         report.not_run("site-wide", scale, fewer, "time budget")
         return
     per_machine_out = ctx.work / "out-per-machine"
-    sim = start_simulator(n, LATENCY_MS, shape=shape)
+    sim = start_simulator(n, LATENCY_MS, spread=LATENCY_SPREAD, shape=shape)
     try:
         machines = keep_machine_list(sim, ctx.work, "latency")
         before = data_requests(sim)
@@ -227,11 +229,11 @@ def memory_big(ctx: Context, shape: str) -> None:
     name = "memory at 200,000"
     memory = Target("<=", 150, "MB")
     apart = Target("<", 30, "MB above the 10,000 figure")
-    scale = f"{spec(n, 200_000)}, {FAST_MS:g} ms, conc {CONCURRENCY}, {shape}"
+    scale = f"{spec(n, 200_000)}, {mean_ms(FAST_MS)}, conc {CONCURRENCY}, {shape}"
     if not budget.allows(n / 1000 + SITE_WIDE_BIG_RESERVE_S):
         report.not_run(name, scale, memory, "time budget")
         return
-    sim = start_simulator(n, FAST_MS, shape=shape)
+    sim = start_simulator(n, FAST_MS, spread=LATENCY_SPREAD, shape=shape)
     try:
         machines = keep_machine_list(sim, ctx.work, "big")
         timeout = budget.cap(budget.left() - SITE_WIDE_BIG_RESERVE_S)
@@ -264,12 +266,12 @@ def site_wide_big(ctx: Context, shape: str) -> None:
         return
     n = sessions // MEAN_SESSIONS
     name = "site-wide memory"
-    scale = f"~{sessions:,} sessions ({n:,} machines), {FAST_MS:g} ms, {shape}"
+    scale = f"~{sessions:,} sessions ({n:,} machines), {mean_ms(FAST_MS)}, {shape}"
     memory = Target("<=", 150, "MB")
     if not budget.allows(40):
         report.not_run(name, scale, memory, "time budget")
         return
-    sim = start_simulator(n, FAST_MS, shape=shape)
+    sim = start_simulator(n, FAST_MS, spread=LATENCY_SPREAD, shape=shape)
     try:
         machines = keep_machine_list(sim, ctx.work, "big-site")
         child = run_collector(

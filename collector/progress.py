@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -68,7 +68,10 @@ class ProgressReporter:
         interactive: bool,
         stream: TextIO | None = None,
         listing: ListingProgress | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
+        self.clock, self.sleep = clock, sleep
         self.stats = stats
         self.listing = listing
         self.total = total
@@ -94,6 +97,9 @@ class ProgressReporter:
         return self.stats.machines_done, self.total(), "machines"
 
     async def run(self) -> None:
+        # The count at the start, so the first line's rate covers its first interval (unprimed,
+        # the first line said 0.0/s however fast the run went).
+        self.meter.update(self.stats.requests, self.clock())
         if self.interactive:
             await self._run_bar()
         else:
@@ -101,8 +107,8 @@ class ProgressReporter:
 
     async def _run_log(self) -> None:
         while True:
-            await anyio.sleep(LOG_INTERVAL_S)
-            self.meter.update(self.stats.requests, time.monotonic())
+            await self.sleep(LOG_INTERVAL_S)
+            self.meter.update(self.stats.requests, self.clock())
             log.info("progress: %s", self.line())
 
     async def _run_bar(self) -> None:
@@ -129,7 +135,7 @@ class ProgressReporter:
         with Progress(*columns, console=console, transient=True, redirect_stdout=False) as bar:
             task = bar.add_task("collect", total=self.bar_position()[1], detail="")
             while True:
-                rate = self.meter.update(self.stats.requests, time.monotonic())
+                rate = self.meter.update(self.stats.requests, self.clock())
                 s = self.stats
                 done, total, unit = self.bar_position()
                 bar.update(
@@ -141,7 +147,7 @@ class ProgressReporter:
                         f"{s.throttled} 429s, {s.machines_failed} failed, {pacing(s)}"
                     ),
                 )
-                await anyio.sleep(0.5)
+                await self.sleep(0.5)
 
 
 def pacing(stats: RunStats) -> str:

@@ -6,6 +6,7 @@ import io
 import logging
 from collections.abc import Iterator
 
+import anyio
 import orjson
 import pytest
 
@@ -78,3 +79,30 @@ def test_json_lines_carry_level_logger_message_and_extras(stream: io.StringIO) -
     assert entry["logger"] == "collector.client"
     assert entry["message"] == "attempt failed"
     assert entry["transaction_id"] == "tx-1"
+
+
+async def test_the_first_progress_line_gives_the_rate_of_its_first_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """50 requests in the first 10 s show as 5.0/s on the first line, not 0.0/s."""
+    from collector import progress
+    from collector.models import RunStats
+
+    stats = RunStats()
+    clock = [1000.0]
+
+    async def sleep(seconds: float) -> None:
+        if clock[0] > 1000.0:
+            raise anyio.get_cancelled_exc_class()  # one line is enough
+        clock[0] += seconds
+        stats.requests += 50
+
+    reporter = progress.ProgressReporter(
+        stats, total=lambda: None, interactive=False, clock=lambda: clock[0], sleep=sleep
+    )
+    caplog.set_level(logging.INFO, logger="collector.progress")
+    with pytest.raises(anyio.get_cancelled_exc_class()):
+        await reporter.run()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+    assert len(lines) == 1
+    assert "requests 50 (5.0/s)" in lines[0]

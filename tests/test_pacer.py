@@ -112,6 +112,27 @@ class TestWindow:
         assert grant.in_flight == 0
         assert pacer.in_flight == 0
 
+    async def test_release_says_whether_a_waiter_got_the_place(self) -> None:
+        """Releasing a full window's place hands it to a waiter (True); with none, False."""
+
+        pacer, clock = make(window=1)
+
+        async def main() -> list[bool]:
+            held = await pacer.acquire()
+            handed: list[bool] = []
+            async with anyio.create_task_group() as group:
+
+                async def waiter() -> None:
+                    grant = await pacer.acquire()
+                    handed.append(pacer.release(grant))
+
+                group.start_soon(waiter)
+                await clock.sleep(0.01)  # the waiter is queued for the place
+                handed.insert(0, pacer.release(held))
+            return handed
+
+        assert await clock.run(main) == [True, False]
+
     async def test_cancelled_waiter_gives_up_its_place(self) -> None:
         """A caller cancelled while waiting for a place leaves the window as it was."""
 

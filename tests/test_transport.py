@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from collector.models import RunStats
@@ -43,6 +44,28 @@ class TestPaced:
         assert (await transport.send(request())).status == 429
         assert (await transport.send(request())).status == 200
         assert (stats.requests, stats.throttled) == (2, 1)
+
+    async def test_a_freed_place_is_used_before_the_answer_goes_up(self) -> None:
+        """With the window full, the request waiting for a place is sent before the answer
+        that freed it reaches its caller (which then decodes it while the next one travels)."""
+
+        events: list[str] = []
+
+        async def wire(request: Request) -> Answer:
+            events.append(f"sent {request.url}")
+            await anyio.lowlevel.checkpoint()  # the answer takes a turn of the loop
+            return answer(200, {})
+
+        transport, _, _ = paced(MockTransport(wire), window=1)
+
+        async def call(url: str) -> None:
+            await transport.send(request(url))
+            events.append(f"answered {url}")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(call, "https://h/a")
+            group.start_soon(call, "https://h/b")
+        assert events.index("sent https://h/b") < events.index("answered https://h/a")
 
     async def test_limit_429_pauses_the_run(self) -> None:
         """429s sent with more in flight than the successes had pause every request."""

@@ -104,11 +104,17 @@ class Pacer:
         self.sent += 1
         return Grant(now, self.sent)
 
-    def release(self, grant: Grant) -> None:
-        """The request of `grant` is over; its place goes to the next caller."""
-        if grant.in_flight:
-            self.sent -= 1
-            self._leave_window()
+    def release(self, grant: Grant) -> bool:
+        """The request of `grant` is over; its place goes to the next caller.
+
+        True if a waiting caller got the place: the releasing one should let it go first.
+        """
+        if not grant.in_flight:
+            return False
+        self.sent -= 1
+        waiting = len(self._waiters)
+        self._leave_window()
+        return len(self._waiters) < waiting
 
     def on_success(self, grant: Grant) -> None:
         self.controller.on_success(self._clock.now(), grant.in_flight)
