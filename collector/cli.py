@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,10 @@ from collector.sources import parse_shard
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 3  # SPEC 2: "fatal ... the run was aborted"; committed files stay valid
+INTERNAL_ERROR_HELP = (
+    "committed files are intact and `--resume` continues the run; please report the traceback"
+)
 
 RUN_EXAMPLES = """\
 examples:
@@ -379,5 +384,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("collector: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:
+        # A bug, not an answer: its traceback may quote a token or a secret (an exception's
+        # message, a URL), so it goes out redacted, as every log line does, rather than through
+        # Python's own hook.
+        trace = args.redactor.redact(traceback.format_exc())
+        print(f"{trace}collector: internal error (a bug): {INTERNAL_ERROR_HELP}", file=sys.stderr)
+        return EXIT_INTERNAL
     finally:
         logging.shutdown()

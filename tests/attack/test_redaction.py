@@ -77,3 +77,36 @@ def test_a_secret_echoed_by_the_token_endpoint_is_redacted(
     assert done.returncode == 3, done.stderr[-3000:]
     assert leaked(secret, out, done) == []
     assert "client_secret=***" in done.stderr  # the body was echoed, and redacted
+
+
+def test_a_bug_s_traceback_is_redacted_and_exits_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exception that is not ours (a bug) quoting a token is printed redacted, exit 3."""
+    from collector import cli
+    from collector.redact import SECRETS
+
+    token = "bug-quoted-Token-0123456789abcdef"
+    SECRETS.register(token)
+
+    def handler(args: Any) -> int:
+        raise RuntimeError(f"unexpected answer for Bearer={token}")
+
+    parser = cli.build_parser()
+    real_parse = parser.parse_args
+
+    def parse(argv: Any = None) -> Any:
+        args = real_parse(argv)
+        args.handler = handler
+        return args
+
+    monkeypatch.setattr(parser, "parse_args", parse)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+
+    code = cli.main(["check", "-c", "missing.toml"])
+
+    err = capsys.readouterr().err
+    assert code == 3
+    assert token not in err
+    assert "RuntimeError: unexpected answer for Bearer=***" in err
+    assert "internal error (a bug)" in err
