@@ -12,7 +12,7 @@ from collector.config import Config, Credentials
 from collector.connect import open_client
 from collector.errors import OutputError
 from collector.models import RunStats
-from collector.sinks import PART, describe_os_error
+from collector.sinks import PART, describe_os_error, private_opener
 
 MACHINE_FIELDS = ("Id", "Name", "DnsName", "SessionCount", "RegistrationState")
 
@@ -28,12 +28,16 @@ def machine_row(machine: dict[str, Any]) -> dict[str, Any]:
 async def list_machines(
     config: Config, credentials: Credentials, target: Path | None, stdout: BinaryIO
 ) -> int:
-    """Write the site's machines as NDJSON to `target` (whole, by rename) or standard output."""
+    """Write the site's machines as NDJSON to `target` (whole, by rename) or standard output.
+
+    The file is private as the run's files are (`sinks.PRIVATE_MODE`): names and counts of a
+    site are nobody else's business.
+    """
     stats = RunStats()
     count = 0
     part = target.with_name(target.name + PART) if target else None
     try:
-        handle = open(part, "wb") if part else stdout  # noqa: SIM115 - closed below
+        handle = open(part, "wb", opener=private_opener) if part else stdout  # noqa: SIM115 - closed below
     except OSError as exc:
         raise OutputError(describe_os_error(exc, part or "stdout")) from exc
     try:

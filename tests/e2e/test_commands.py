@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import IO
 
@@ -46,6 +47,9 @@ class Announced:
         self.client_secret = find(r"CITRIX_CLIENT_SECRET=(\S+)")
 
 
+ANNOUNCE_TIMEOUT_S = 60.0  # a 5,000-machine simulator announces itself within a few seconds
+
+
 def start_simulate(
     args: list[str], cwd: Path, log: IO[str]
 ) -> tuple[subprocess.Popen[str], Announced]:
@@ -60,10 +64,18 @@ def start_simulate(
     )
     assert process.stdout is not None
     lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "CITRIX_CLIENT_SECRET=" in line:
-            break
+    # A simulator that never announces itself is killed, which ends its output: the read below
+    # is bounded in time either way.
+    watchdog = threading.Timer(ANNOUNCE_TIMEOUT_S, process.kill)
+    watchdog.start()
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "CITRIX_CLIENT_SECRET=" in line:
+                break
+    finally:
+        watchdog.cancel()
+    assert lines and "CITRIX_CLIENT_SECRET=" in lines[-1], f"no announcement: {lines}"
     return process, Announced("".join(lines))
 
 
@@ -153,7 +165,8 @@ def test_demo_collects_from_the_embedded_simulator(tmp_path: Path) -> None:
 
 
 def test_check_and_machines_against_the_simulator(tmp_path: Path) -> None:
-    """`collector check` says what works; `collector machines` lists every machine once."""
+    """`collector check` says what works; `collector machines` lists every machine once, in a
+    file others cannot read (as the run's own files)."""
 
     with start_in_thread(SimulatorConfig(machines=1200, seed=6)) as sim:
         config = write_config(
@@ -173,6 +186,7 @@ def test_check_and_machines_against_the_simulator(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
     assert sim.site_id in checked.stdout.decode()
     assert listed.returncode == 0, listed.stderr
+    assert (tmp_path / "m.ndjson").stat().st_mode & 0o007 == 0
     rows = [orjson.loads(line) for line in (tmp_path / "m.ndjson").read_bytes().splitlines()]
     assert sorted(r["Id"] for r in rows) == sorted(sim.site.machine(i)["Id"] for i in range(1200))
     assert set(rows[0]) == {
