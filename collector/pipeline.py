@@ -178,9 +178,10 @@ class Encoded:
 
 
 class Writer:
-    """The single consumer of outcomes: feeds the sink, keeps the counts.
+    """Feeds the sink and keeps the counts, for every outcome as soon as it is known.
 
-    `encoded` turns one machine's sessions into its records; the workers call it.
+    `encoded` turns one machine's sessions into its records; the workers call it, then
+    `handle`. Neither awaits, so the sink sees one machine at a time.
     """
 
     def __init__(self, sink: RecordSink, encode: RecordEncoder, stats: RunStats) -> None:
@@ -226,33 +227,22 @@ async def run_pipeline(
     `ApiError` never leaves the pool.
     """
     machines_send, machines_recv = anyio.create_memory_object_stream[Machine](concurrency * 2)
-    outcomes_send, outcomes_recv = anyio.create_memory_object_stream[
-        Encoded | Failed | InvalidLine
-    ](concurrency * 2)
 
     async def feed() -> None:
-        async with machines_send, outcomes_send:
+        async with machines_send:
             with stopper.intake:
                 async for item in source:
                     if isinstance(item, InvalidLine):
-                        await put(outcomes_send, item)
+                        writer.handle(item)
                     else:
                         await put(machines_send, item)
 
-    # Each worker owns a clone of both streams, made before any task runs, so the writer
-    # sees the end exactly when the last worker is done (anyio docs, "Cloning").
-    inboxes: list[MemoryObjectReceiveStream[Machine]] = [
-        machines_recv.clone() for _ in range(concurrency)
-    ]
-    outboxes: list[MemoryObjectSendStream[Encoded | Failed | InvalidLine]] = [
-        outcomes_send.clone() for _ in range(concurrency)
-    ]
+    # Each worker owns a clone of the stream, made before any task runs, so the stream ends
+    # for the workers exactly when the feed is done (anyio docs, "Cloning").
+    inboxes = [machines_recv.clone() for _ in range(concurrency)]
     machines_recv.close()
 
-    async def worker(
-        inbox: MemoryObjectReceiveStream[Machine],
-        outbox: MemoryObjectSendStream[Encoded | Failed | InvalidLine],
-    ) -> None:
+    async def worker(inbox: MemoryObjectReceiveStream[Machine]) -> None:
         while True:
             try:
                 machine = await take(inbox)
@@ -261,34 +251,22 @@ async def run_pipeline(
             if stopper.stopping:
                 return  # buffered machines stay uncollected; resume picks them up
             outcome = await collect_one(api, machine)
-            await put(
-                outbox, writer.encoded(outcome) if isinstance(outcome, Collected) else outcome
-            )
+            # Handed to the sink here and now: `handle` never awaits, so two machines' records
+            # never interleave, and no second stream and task hop is paid for each machine.
+            writer.handle(writer.encoded(outcome) if isinstance(outcome, Collected) else outcome)
 
     async def work() -> None:
         try:
             with stopper.work:
                 async with anyio.create_task_group() as workers:
-                    for inbox, outbox in zip(inboxes, outboxes, strict=True):
-                        workers.start_soon(worker, inbox, outbox)
+                    for inbox in inboxes:
+                        workers.start_soon(worker, inbox)
         finally:
             for inbox in inboxes:
                 inbox.close()
-            for outbox in outboxes:
-                outbox.close()
-
-    async def write() -> None:
-        async with outcomes_recv:
-            while True:
-                try:
-                    outcome = await take(outcomes_recv)
-                except anyio.EndOfStream:
-                    break
-                writer.handle(outcome)
-        writer.sink.flush()
 
     with lean_gc():
         async with anyio.create_task_group() as group:
-            group.start_soon(write)
             group.start_soon(work)
             group.start_soon(feed)
+        writer.sink.flush()
