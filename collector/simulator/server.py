@@ -202,7 +202,9 @@ class ThreadedSimulator(Simulator):
 
 
 def start_in_thread(
-    config: SimulatorConfig | None = None, timeout: float = 30.0
+    config: SimulatorConfig | None = None,
+    timeout: float = 30.0,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> ThreadedSimulator:
     """Start a simulator in a daemon thread; return once it listens.
 
@@ -222,7 +224,11 @@ def start_in_thread(
             # thread is only printed, and pytest would turn it into a warning.
             ready.put(exc)
 
-    thread = threading.Thread(target=asyncio.run, args=(main(),), name="simulator", daemon=True)
+    def serve_in_thread() -> None:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main())
+
+    thread = threading.Thread(target=serve_in_thread, name="simulator", daemon=True)
     thread.start()
     try:
         outcome = ready.get(timeout=timeout)

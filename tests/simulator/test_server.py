@@ -76,6 +76,18 @@ class TestInThread:
         with pytest.raises(requests.ConnectionError):
             requests.get(sim.base_url + "/cvad/manage/me", timeout=2)
 
+    def test_serves_on_the_loop_it_is_given(self) -> None:
+        """A loop factory (uvloop's, for the benches) runs the server, and it answers."""
+        uvloop = pytest.importorskip("uvloop")
+        with start_in_thread(
+            SimulatorConfig(machines=2), loop_factory=uvloop.new_event_loop
+        ) as sim:
+            response = requests.get(sim.base_url + "/cvad/manage/me", timeout=5)
+            loop = sim.loop
+
+        assert isinstance(loop, uvloop.Loop)
+        assert response.status_code == 406  # no Accept: application/json; the server answered
+
     def test_a_start_failure_is_raised_in_the_caller(self) -> None:
         """A port already in use raises OSError in the starting thread."""
         with start_in_thread(SimulatorConfig(machines=2)) as first:
