@@ -64,7 +64,7 @@ FULL = Sizes(
     both=2_000,
     fast=10_000,
     plain=150,
-    latency_loop=False,
+    latency_loop=True,
     big=200_000,
     big_sessions=200_000,
 )

@@ -122,6 +122,11 @@ def bench_limited(
         total, throttled = data_requests(sim), answered_429s(sim)
         peak = sim.counters.peak_rps
         peak_in_flight = getattr(sim.counters, "peak_in_flight", None) if max_in_flight else None
+        ceiling = None
+        if max_in_flight and not rate_limit and budget.allows(n / bound + 15):
+            # What this host allows: the minimal loop keeping exactly the limit in flight.
+            ceiling = run_minimal(ctx.work, sim, machines, budget.cap(3 * n / bound + 30),
+                                  max_in_flight)  # fmt: skip
     finally:
         sim.stop()
     problem = trouble(child, n)
@@ -159,6 +164,8 @@ def bench_limited(
         throttled=throttled,
         requests=total,
     )
+    if max_in_flight and not rate_limit:
+        minimal_row(report, ceiling, f"conc {max_in_flight}, same simulator (what the host allows)")
 
 
 def pacing_text(child: Child) -> str:
