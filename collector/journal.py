@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from collector.digests import DigestSet
 from collector.errors import ConfigError, OutputError
 from collector.models import key_digest
 from collector.sinks import MachineKeys, SessionFile, private_opener
@@ -49,8 +50,9 @@ class JournalState:
     run_id: str
     started_at: str
     fingerprint: dict[str, Any]
-    # `models.key_digest` of each committed machine: 16 bytes each, however long its name.
-    committed: set[bytes] = field(default_factory=set)
+    # `models.key_digest` of each machine an earlier segment committed, in a `DigestSet`:
+    # 20 to 40 bytes a machine, however long its name.
+    committed: DigestSet = field(default_factory=DigestSet)
     files: list[SessionFile] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)  # requests, retries... of ended segments
     segments: int = 0
