@@ -60,7 +60,10 @@ class DigestSet(Set[bytes]):
         bucket = self._room(checked(digest))
         if bucket < 0:
             return False
-        self._put(digest, bucket)
+        used = self._fill[bucket]
+        at = bucket * BUCKET_BYTES + used * SLOT
+        self._table[at : at + SLOT] = digest
+        self._fill[bucket] = used + 1
         self._used += 1
         return True
 
@@ -90,18 +93,22 @@ class DigestSet(Set[bytes]):
                 return bucket
             bucket = (bucket + 1) & mask
 
-    def _put(self, digest: bytes, bucket: int) -> None:
-        used = self._fill[bucket]
-        at = bucket * BUCKET_BYTES + used * SLOT
-        self._table[at : at + SLOT] = digest
-        self._fill[bucket] = used + 1
-
     def _grow(self) -> None:
-        """Double the table and put every digest back in its new bucket."""
+        """Double the table and put every digest back in its new bucket.
+
+        Each digest is in the old table once, so it goes in the first bucket with room from
+        its home, with no search for it: this runs once per digest per doubling.
+        """
         old = stored(self._table, self._fill)  # read from the old table as the new one fills
         self._resize(2 * len(self._fill))
+        table, fill, mask = self._table, self._fill, self._mask
         for digest in old:
-            self._put(digest, self._room(digest))
+            bucket = hash(digest) & mask
+            while fill[bucket] == BUCKET:
+                bucket = (bucket + 1) & mask
+            at = bucket * BUCKET_BYTES + fill[bucket] * SLOT
+            table[at : at + SLOT] = digest
+            fill[bucket] += 1
 
     def _resize(self, buckets: int) -> None:
         """Empty buckets, a power of two of them so that a mask of the hash picks one."""
