@@ -5,25 +5,28 @@ A `set[bytes]` of 16-byte digests spends about 90 bytes on each: a 49-byte `byte
 `DigestSet` keeps only the digests, back to back in one `bytearray`: a hash table of buckets
 of BUCKET slots, each filled from its start, with a count of the slots used in each. A digest
 costs between 16/MAX_LOAD and 32/MAX_LOAD bytes (20 to 40), and there is no object per entry.
+The counts, not zero bytes, say which slots are used, so the all-zero digest is like any other.
 
 The whole digest is stored and compared, never a shorter prefix of it: two machines whose
 digests shared a prefix would otherwise be one, and the second would be dropped without a
-word. No I/O, no imports from the rest of `collector`.
+word. No I/O; of `collector`, only `models` is imported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Set
 
-SLOT = 16  # bytes: `models.KEY_DIGEST_SIZE`, the only digests this holds
+from collector.models import KEY_DIGEST_SIZE
+
+SLOT = KEY_DIGEST_SIZE  # 16 bytes: the only digests this holds
 # Slots a bucket: a lookup is one `bytearray.find` over the used part of a bucket, a C scan of
 # at most 256 bytes, rather than a Python loop over slots.
 BUCKET = 16
 BUCKET_BYTES = BUCKET * SLOT
 INITIAL_BUCKETS = 64  # 16 KiB: a list of some hundreds of machines never grows the table
-# Digests per slot before the table doubles. A full bucket sends new digests on to the next
-# one, and at 0.8 about one bucket in six is full, so a lookup is one or two `find`s; much
-# higher and the overflow runs lengthen, much lower and memory grows for nothing.
+# The share of slots in use at which the table doubles. A full bucket sends new digests on
+# to the next; at 0.8 about 3 buckets in 10 are full, so a lookup is one `find`, at times two
+# or three. Much higher and runs of full buckets lengthen; lower, memory grows for nothing.
 MAX_LOAD = 0.8
 
 
@@ -74,9 +77,10 @@ class DigestSet(Set[bytes]):
     def _room(self, digest: bytes) -> int:
         """-1 if `digest` is in the set, else the bucket it goes in.
 
-        A digest goes in its home bucket (its hash picks it), or in the first bucket after
-        it that is not full, so the search stops at the first bucket with room: nothing is
-        ever removed, so nothing of this digest can lie beyond it.
+        A digest goes in its home bucket (picked by `hash()`, which is salted per process, so
+        no list can be made to pile into one bucket) or, if that is full, in the first bucket
+        after it with room. The search stops there: nothing is ever removed, so nothing of
+        this digest can lie beyond it.
         """
         table, fill, mask = self._table, self._fill, self._mask
         bucket = hash(digest) & mask
