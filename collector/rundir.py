@@ -32,7 +32,7 @@ from collector import __version__
 from collector.config import Config
 from collector.digests import DigestSet
 from collector.errors import ConfigError, OutputError
-from collector.journal import JOURNAL_NAME, Journal, JournalState, commit_entry, read_journal
+from collector.journal import JOURNAL_NAME, Journal, JournalState, read_journal
 from collector.manifest import build_manifest
 from collector.models import ErrorKind, Failure, RunStats, key_digest
 from collector.pipeline import utc_now
@@ -331,7 +331,7 @@ class RunLedger:
 
     def commit(self, files: Sequence[SessionFile], machines: MachineKeys) -> None:
         """Journal that `machines` are in `files` (already renamed and durable)."""
-        self.journal.append(commit_entry(files, machines, utc_now()))
+        self.journal.append_commit(files, machines, utc_now())
         self.state.count_commit(files, machines)
         if self.watched:  # an earlier failure this run has now collected
             self.settled.update(d for d in map(key_digest, machines.keys()) if d in self.watched)

@@ -335,6 +335,10 @@ class MachineKeys:
         """The keys as a JSON array, for `orjson.dumps` to embed as is."""
         return orjson.Fragment(b"[" + self._body + b"]")
 
+    def json_parts(self) -> tuple[bytes, bytearray, bytes]:
+        """The JSON array in three parts, the keys not copied: for writing out as they are."""
+        return b"[", self._body, b"]"
+
     def keys(self) -> list[str]:
         keys: list[str] = orjson.loads(b"[" + self._body + b"]")
         return keys

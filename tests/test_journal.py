@@ -153,6 +153,28 @@ def test_opening_at_the_whole_length_cuts_the_torn_tail(tmp_path: Path) -> None:
     assert (tmp_path / "journal.ndjson").read_bytes() == WHOLE + line({"t": "resume", "at": "t6"})
 
 
+@pytest.mark.parametrize(
+    ("files", "keys"),
+    [
+        pytest.param([FILE_1, FILE_2], ["a", 'q"uo\\te', "é"], id="files-and-odd-keys"),
+        pytest.param([], [], id="nothing"),
+    ],
+)
+def test_a_commit_written_in_parts_is_the_entry_byte_for_byte(
+    tmp_path: Path, files: list[SessionFile], keys: list[str]
+) -> None:
+    """`append_commit` writes exactly the line `append(commit_entry(...))` would."""
+    machines = MachineKeys.of(keys)
+    journal = Journal(tmp_path)
+
+    journal.append_commit(files, machines, "t7")
+    journal.close()
+
+    written = (tmp_path / "journal.ndjson").read_bytes()
+    assert written == line(commit_entry(files, machines, "t7"))
+    assert orjson.loads(written)["machines"] == keys
+
+
 def test_the_journal_is_private_under_umask_022(tmp_path: Path) -> None:
     """journal.ndjson grants nothing to others, whatever the umask."""
     old = os.umask(0o022)
