@@ -3,8 +3,9 @@
 `MachineFeed` turns the input (a file or standard input, the API's machine list, or the
 machines of `errors.ndjson`) into the stream of machines the workers take, dropping
 duplicates, other shards' machines and machines an earlier run already committed. Memory
-holds 16-byte digests of the dedupe and committed keys, never the list: files and pipes are
-read in a worker thread, in batches, as the workers need them.
+holds 16-byte digests of the dedupe and committed keys, in `DigestSet`s (20 to 40 bytes a
+machine), never the list: files and pipes are read in a worker thread, in batches, as the
+workers need them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import itertools
 import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Container, Iterable, Iterator
 from itertools import islice
 from typing import Any, TextIO
 
@@ -22,6 +23,7 @@ import anyio
 import anyio.to_thread
 
 from collector.config import Config, InputFormat
+from collector.digests import DigestSet
 from collector.errors import ApiError, FatalError, InputError
 from collector.models import (
     ErrorKind,
@@ -125,7 +127,8 @@ async def in_batches(items: Iterator[Any], size: int = READ_BATCH) -> AsyncItera
 class MachineFeed:
     """Turns the input into the machines to collect: dedupe, shard, skip what is committed.
 
-    `committed` holds the `key_digest` of each machine an earlier run committed.
+    `committed` holds the `key_digest` of each machine an earlier run committed (the journal's
+    `DigestSet`).
     """
 
     def __init__(
@@ -133,7 +136,7 @@ class MachineFeed:
         stats: RunStats,
         *,
         shard: tuple[int, int] | None,
-        committed: set[bytes],
+        committed: Container[bytes],
     ) -> None:
         self.stats = stats
         self.shard = shard
@@ -146,12 +149,13 @@ class MachineFeed:
             # A bad line is reported by one shard only: the one its text hashes to.
             return in_shard(machine_key(item.text or item.where()), self.shard)
         machine = item
-        if not self.deduper.add(machine):
+        digest = key_digest(machine.key)
+        if not self.deduper.add_digest(digest):
             self.stats.duplicates += 1
             return False
         if not in_shard(machine.key, self.shard):
             return False
-        if key_digest(machine.key) in self.committed:
+        if digest in self.committed:
             self.stats.machines_skipped += 1
             return False
         self.stats.machines_total += 1
@@ -219,17 +223,16 @@ def count_lines(path: str) -> int | None:
         return None
 
 
-def retry_machines(failures: Iterable[Failure], committed: set[bytes]) -> list[Machine]:
+def retry_machines(failures: Iterable[Failure], committed: Container[bytes]) -> list[Machine]:
     """The machines `--retry-failed` collects again: failed, not invalid input, not committed.
 
     `committed` holds the `key_digest` of each committed machine.
     """
-    seen: set[bytes] = set()
+    seen = DigestSet()
     machines = []
     for failure in failures:
         key = key_digest(failure.machine)
-        if failure.kind is ErrorKind.INVALID_INPUT or key in committed or key in seen:
+        if failure.kind is ErrorKind.INVALID_INPUT or key in committed or not seen.add(key):
             continue
-        seen.add(key)
         machines.append(Machine.from_name(failure.machine, source="errors.ndjson"))
     return machines

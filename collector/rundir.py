@@ -23,15 +23,16 @@ import fcntl
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from collector import __version__
 from collector.config import Config
+from collector.digests import DigestSet
 from collector.errors import ConfigError, OutputError
-from collector.journal import JOURNAL_NAME, Journal, JournalState, commit_entry, read_journal
+from collector.journal import JOURNAL_NAME, Journal, JournalState, read_journal
 from collector.manifest import build_manifest
 from collector.models import ErrorKind, Failure, RunStats, key_digest
 from collector.pipeline import utc_now
@@ -79,8 +80,8 @@ class RunPlan:
     failures: tuple[Failure, ...] = ()  # the errors.ndjson of the run continued
 
     @property
-    def committed(self) -> set[bytes]:
-        return self.state.committed if self.state else set()
+    def committed(self) -> DigestSet:
+        return self.state.committed if self.state else DigestSet()
 
 
 def is_run_file(name: str) -> bool:
@@ -215,7 +216,7 @@ def leftovers(paths: Sequence[Path], state: JournalState) -> list[Path]:
 
 
 def kept_failures(
-    earlier: Sequence[Failure], new: Sequence[Failure], committed: set[bytes], *, reread: bool
+    earlier: Sequence[Failure], new: Sequence[Failure], committed: Container[bytes], *, reread: bool
 ) -> list[Failure]:
     """The failures of earlier segments still standing: not collected, not failed again now.
 
@@ -330,7 +331,7 @@ class RunLedger:
 
     def commit(self, files: Sequence[SessionFile], machines: MachineKeys) -> None:
         """Journal that `machines` are in `files` (already renamed and durable)."""
-        self.journal.append(commit_entry(files, machines, utc_now()))
+        self.journal.append_commit(files, machines, utc_now())
         self.state.count_commit(files, machines)
         if self.watched:  # an earlier failure this run has now collected
             self.settled.update(d for d in map(key_digest, machines.keys()) if d in self.watched)

@@ -50,7 +50,7 @@ def test_commits_read_back_and_numbering_continues() -> None:
     state = parse_journal(raw, PATH)
 
     assert state.run_id == "r1"
-    assert state.committed == digests("a", "b", "c")
+    assert set(state.committed) == digests("a", "b", "c")
     assert state.files == [FILE_1]
     assert state.next_file_number == 2
     assert state.records == 3
@@ -79,7 +79,7 @@ def test_journals_of_the_first_version_still_read() -> None:
     state = parse_journal(raw, PATH)
 
     assert state.files == [FILE_1]
-    assert state.committed == digests("a", "b")
+    assert set(state.committed) == digests("a", "b")
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,7 @@ def test_a_torn_last_line_commits_nothing(tail: bytes) -> None:
     """A last line cut short, or without its newline, is left out: the length stops before it."""
     state = parse_journal(WHOLE + tail, PATH)
 
-    assert state.committed == digests("a", "b")
+    assert set(state.committed) == digests("a", "b")
     assert state.files == [FILE_1]
     assert state.length == len(WHOLE)
 
@@ -151,6 +151,28 @@ def test_opening_at_the_whole_length_cuts_the_torn_tail(tmp_path: Path) -> None:
     journal.close()
 
     assert (tmp_path / "journal.ndjson").read_bytes() == WHOLE + line({"t": "resume", "at": "t6"})
+
+
+@pytest.mark.parametrize(
+    ("files", "keys"),
+    [
+        pytest.param([FILE_1, FILE_2], ["a", 'q"uo\\te', "é"], id="files-and-odd-keys"),
+        pytest.param([], [], id="nothing"),
+    ],
+)
+def test_a_commit_written_in_parts_is_the_entry_byte_for_byte(
+    tmp_path: Path, files: list[SessionFile], keys: list[str]
+) -> None:
+    """`append_commit` writes exactly the line `append(commit_entry(...))` would."""
+    machines = MachineKeys.of(keys)
+    journal = Journal(tmp_path)
+
+    journal.append_commit(files, machines, "t7")
+    journal.close()
+
+    written = (tmp_path / "journal.ndjson").read_bytes()
+    assert written == line(commit_entry(files, machines, "t7"))
+    assert orjson.loads(written)["machines"] == keys
 
 
 def test_the_journal_is_private_under_umask_022(tmp_path: Path) -> None:
