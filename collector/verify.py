@@ -22,8 +22,10 @@ from typing import Any
 
 import orjson
 
+from collector.digests import DigestSet
 from collector.errors import CollectorError
 from collector.journal import JOURNAL_NAME, JournalState, read_journal
+from collector.models import KEY_DIGEST_SIZE
 from collector.sinks import ERRORS_NAME, MANIFEST_NAME, PART
 
 CHUNK = 1 << 20  # bytes read at a time: memory stays flat whatever the file size
@@ -60,7 +62,10 @@ class Report:
 
 
 def id_digest(value: str) -> bytes:
-    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    """A session Id as 16 bytes (`KEY_DIGEST_SIZE`, what a `DigestSet` holds)."""
+    return hashlib.blake2b(
+        value.encode("utf-8", "surrogatepass"), digest_size=KEY_DIGEST_SIZE
+    ).digest()
 
 
 def manifest_problems(manifest: Any, where: str) -> list[str]:
@@ -227,7 +232,7 @@ def inflate_chunk(inflate: Any, chunk: bytes) -> bytes:
     return out
 
 
-def scan_file(path: Path, seen: set[bytes]) -> FileScan:
+def scan_file(path: Path, seen: DigestSet) -> FileScan:
     """Read one session file: bytes, sha256, records; bad lines and Ids already in `seen`."""
     scan = FileScan()
     for number, line in enumerate(lines_of(path, scan, path.name.endswith(".gz")), start=1):
@@ -240,11 +245,8 @@ def scan_file(path: Path, seen: set[bytes]) -> FileScan:
             scan.add(f"{path}:{number}: not a JSON object")
             continue
         session_id = record.get("Id")
-        if isinstance(session_id, str):
-            digest = id_digest(session_id)
-            if digest in seen:
-                scan.add(f"{path}:{number}: session Id {session_id} appears twice in the run")
-            seen.add(digest)
+        if isinstance(session_id, str) and not seen.add(id_digest(session_id)):
+            scan.add(f"{path}:{number}: session Id {session_id} appears twice in the run")
     if scan.more_problems:
         scan.problems.append(f"{path}: {scan.more_problems} more problems like these")
     return scan
@@ -270,7 +272,7 @@ def verify_run(directory: Path) -> Report:
     listed, entry_problems = listed_files(manifest, str(manifest_path))
     problems += entry_problems
     problems += directory_problems(directory, names, set(listed))
-    seen: set[bytes] = set()
+    seen = DigestSet()  # 20 to 40 bytes a session (`digests.py`), not ~90 in a set of bytes
     for name, entry in listed.items():
         path = directory / name
         if name not in names:
