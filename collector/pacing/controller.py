@@ -209,11 +209,12 @@ class Controller:
         self._slow_start = False
         estimate = rate * share
         elapsed = now - self._cut_at
-        if elapsed >= t.measured_min_s:
+        if t.measured_min_s <= elapsed < math.inf and share != t.found:
             # Over a whole cycle, from the last cut (its pause included) to this one, a token
             # bucket lets through exactly its rate: its burst refilled during the pause. Take
             # that when it is lower, within reason: a run held back by something else (its
-            # tail, its window) answers fewer than the limit would allow.
+            # tail, its window) answers fewer than the limit would allow. Not after a probe:
+            # its cycle climbed from the plateau, so its average is the old limit, not the new.
             measured = self._ok_since_cut / elapsed
             estimate = max(min(estimate, measured), estimate * t.deep_cut)
         self.estimate = max(estimate, t.min_rate)

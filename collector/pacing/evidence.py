@@ -127,8 +127,8 @@ class Evidence:
         """Whether `dense_count` of the last `flood_answers` answers were 429s."""
         t = self.tuning
         answers = self._answers
-        latest = (answers[i][1] for i in range(max(0, len(answers) - t.flood_answers), len(answers)))
-        return sum(latest) >= t.dense_count
+        first = max(0, len(answers) - t.flood_answers)
+        return sum(answers[i][1] for i in range(first, len(answers))) >= t.dense_count
 
     def steep(self, now: float, in_flight: int, split: int) -> bool:
         """Whether requests sent with `split` or more in flight (this 429's `in_flight` among
@@ -199,10 +199,10 @@ def charge(evidence: Evidence, state: State, now: float, in_flight: int) -> Blam
         and evidence.sent_rate(now) <= t.window_rate_margin * evidence.busiest()
         and evidence.dense(now)
     ):
-        # Dense 429s with the window full (below `concurrency`: a limit on calls in flight
-        # was found, or the window is still starting), no rate limit known, and no faster than the server has already answered 2xx in one second:
-        # a rate limit would have refused those rates too, so the limit on calls in flight has
-        # fallen.
+        # Dense 429s with the window full (below `concurrency`: a limit on calls in flight was
+        # found, or the window is still starting), no rate limit known, and no faster than the
+        # server has already answered 2xx in one second: a rate limit would have refused those
+        # rates too, so the limit on calls in flight has fallen.
         return Blame(Charge.WINDOW_FALLEN)
     if unlimited:
         if evidence.dense(now) or (not state.limit_known and evidence.flood()):
