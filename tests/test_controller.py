@@ -395,6 +395,29 @@ class TestDecisions:
         controller.on_throttle(5.0, sent_at=4.99, in_flight=1, retry_after=1.0)
         assert controller.estimate == pytest.approx(80.0, rel=0.05)  # 400 in 5 s
 
+    def test_answers_during_the_pause_are_not_the_cycles(self) -> None:
+        """2xx answered while the run is paused were sent before the cut: the next cut's
+        measured rate leaves them out."""
+
+        controller = Controller(300, 64)
+        controller.on_throttle(0.0, sent_at=0.0, in_flight=1, retry_after=1.0)
+        for i in range(100):  # in flight at the cut, answered during the pause
+            controller.on_success(0.01 + i * 0.005, 1)
+        for i in range(400):  # 100 answers a second from the end of the pause to 5 s
+            controller.on_success(1.0 + i / 100, 1)
+        controller._rate = 150.0
+        controller.on_throttle(5.0, sent_at=4.99, in_flight=1, retry_after=1.0)
+        assert controller.estimate == pytest.approx(80.0, rel=0.05)  # 400 in 5 s, not 500
+
+    def test_first_cut_of_a_configured_rate(self) -> None:
+        """The first 429 of a run paced at its configured rate cuts to `cut` of it: there is
+        no earlier cut, so no cycle whose 2xx rate could be measured."""
+
+        controller = Controller(300, 64)
+        controller.on_throttle(0.0, sent_at=0.0, in_flight=1, retry_after=1.0)
+        assert controller.estimate == pytest.approx(0.9 * 300)
+        assert controller.rate == pytest.approx(0.9 * 0.9 * 300)
+
     def test_refuses_bad_settings(self) -> None:
         """A negative or NaN rate and an empty window are refused."""
 

@@ -82,10 +82,10 @@ class Controller:
         self._rate = self.ceiling
         self._base = self.ceiling  # the rate right after the last cut
         self._cut_at = -math.inf  # the last rate cut
-        self._ok_since_cut = 0  # 2xx answers since then
+        self._ok_since_cut = 0  # 2xx answers since then, its pause left out
         self._resumed_at = -math.inf  # the end of the pause that followed it
         self._probe_s = tuning.probe_min_s
-        self._slow_start = False
+        self._slow_start = False  # the rate doubling from the first limit to its estimate
         self._evidence = Evidence(tuning)
         self._window_base = self.window  # the window right after its last cut
         self._window_cut_at = -math.inf

@@ -29,10 +29,9 @@ class Tuning:
     probe_per_pause: float = 45.0  # probe_s = this * pause: a dearer 429 is risked less often
     probe_min_s: float = 10.0  # ... within these bounds
     probe_max_s: float = 600.0
-    slow_start_s: float = 1.0  # the doubling time after the first limit, before an estimate:
-    # the rate sent then held a token bucket's burst, so it is near or above the limit already,
-    # and each doubling past it costs a flood of 429s (and a floor of the next estimate) twice as
-    # deep
+    slow_start_s: float = 1.0  # the rate's doubling time from the first limit to its estimate:
+    # it starts from the rate sent while a token bucket's burst lasted, near or above the limit,
+    # so a faster climb overshoots further, in 429s and in the next estimate, before it measures
     measured_min_s: float = 1.5  # the shortest cycle between two cuts whose 2xx rate is taken
     # for a token bucket's: shorter, the bucket's burst still weighs in it
     min_rate: float = 0.5  # requests per second: the floor of every cut
@@ -44,7 +43,7 @@ class Tuning:
     # noise in a few hundred answers a second reaches 2 % by chance every few seconds
     flood_answers: int = 10  # before any limit is known, dense_count 429s among this many of
     # the latest answers also point to one: a run's first second holds the burst a token bucket
-    # let through, so its share would lag; 1 % of noise makes 5 of 10 once in 10^8 answers
+    # let through, so its share would lag; 1 % of noise makes 5 of 10 once in 4 * 10^7 tries
     answers_window_s: float = 1.0  # "recent"
     answers_kept: int = (
         5000  # and at most this many back: fewer would let chance make 1 % look like 2 %
