@@ -203,7 +203,8 @@ class TestShapes:
         assert result.ok_rate(15, 30) >= 0.8 * 4 / 0.02
 
     def test_rising_concurrency_limit(self) -> None:
-        """A limit that rises from 4 to 8 is found again by the window's slow probe."""
+        """A limit on calls in flight that rises from 4 to 8 is found again within 100 s: the
+        window holds for the probe time (45 s at a 1 s pause), then grows convexly."""
 
         def rise(now: float, server: Server) -> None:
             if now >= 5:
@@ -211,8 +212,38 @@ class TestShapes:
 
         controller = Controller(0, 32)
         result = simulate(controller, Server(max_in_flight=4), duration=120, change=rise)
-        assert controller.window >= 7
-        assert result.ok_rate(110, 120) >= 0.8 * 7 / 0.02
+        assert max(w for t, w in result.windows if t <= 105) >= 7
+        assert result.ok_rate(105, 120) >= 0.8 * 7 / 0.02
+        assert result.throttled_share(10) < 0.01
+
+    def test_rising_rate_limit(self) -> None:
+        """A rate limit that rises from 100/s to 200/s is found again within 110 s: the plateau
+        holds for the probe time, then the convex probe climbs, and the 429 that ends it is
+        taken as the limit found, not averaged with the slower cycle before it."""
+
+        def rise(now: float, server: Server) -> None:
+            if now >= 10:
+                server.rate = 200
+
+        controller = Controller(0, 64)
+        result = simulate(controller, Server(rate=100), duration=150, workers=64, change=rise)
+        assert result.ok_rate(120, 150) >= 0.85 * 200
+        assert controller.rate >= 0.85 * 200
+        assert result.throttled_share(10) < 0.01
+
+    def test_opening_burst_costs_few_429s(self) -> None:
+        """Against a 200/s bucket with a second of burst, at 60 ms jittered latency and 64
+        workers, a 30 s run spends fewer than 100 429s (about one window's flood, then a cycle
+        or two) and still answers near 200/s: the opening flood is charged to the rate on its
+        first few 429s, and the rate's doubling is not mistaken for a limit on calls in flight."""
+
+        for seed in (1, 2, 3):
+            controller = Controller(0, 64)
+            server = Server(rate=200, latency=0.06, jitter=0.5)
+            result = simulate(controller, server, duration=30, workers=64, seed=seed)
+            assert len(result.throttled) < 100
+            assert Verdict.WINDOW not in result.verdicts
+            assert result.ok_rate(10, 30) >= 0.9 * 200
 
     def test_falling_rate_limit(self) -> None:
         """A rate limit that falls from 200/s to 100/s is followed down."""
@@ -363,6 +394,29 @@ class TestDecisions:
         controller._rate = 150.0  # as if it had climbed back far above the bucket's rate
         controller.on_throttle(5.0, sent_at=4.99, in_flight=1, retry_after=1.0)
         assert controller.estimate == pytest.approx(80.0, rel=0.05)  # 400 in 5 s
+
+    def test_answers_during_the_pause_are_not_the_cycles(self) -> None:
+        """2xx answered while the run is paused were sent before the cut: the next cut's
+        measured rate leaves them out."""
+
+        controller = Controller(300, 64)
+        controller.on_throttle(0.0, sent_at=0.0, in_flight=1, retry_after=1.0)
+        for i in range(100):  # in flight at the cut, answered during the pause
+            controller.on_success(0.01 + i * 0.005, 1)
+        for i in range(400):  # 100 answers a second from the end of the pause to 5 s
+            controller.on_success(1.0 + i / 100, 1)
+        controller._rate = 150.0
+        controller.on_throttle(5.0, sent_at=4.99, in_flight=1, retry_after=1.0)
+        assert controller.estimate == pytest.approx(80.0, rel=0.05)  # 400 in 5 s, not 500
+
+    def test_first_cut_of_a_configured_rate(self) -> None:
+        """The first 429 of a run paced at its configured rate cuts to `cut` of it: there is
+        no earlier cut, so no cycle whose 2xx rate could be measured."""
+
+        controller = Controller(300, 64)
+        controller.on_throttle(0.0, sent_at=0.0, in_flight=1, retry_after=1.0)
+        assert controller.estimate == pytest.approx(0.9 * 300)
+        assert controller.rate == pytest.approx(0.9 * 0.9 * 300)
 
     def test_refuses_bad_settings(self) -> None:
         """A negative or NaN rate and an empty window are refused."""

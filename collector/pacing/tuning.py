@@ -29,7 +29,9 @@ class Tuning:
     probe_per_pause: float = 45.0  # probe_s = this * pause: a dearer 429 is risked less often
     probe_min_s: float = 10.0  # ... within these bounds
     probe_max_s: float = 600.0
-    slow_start_s: float = 0.5  # the doubling time before the first estimate (TCP slow start)
+    slow_start_s: float = 1.0  # the rate's doubling time from the first limit to its estimate:
+    # it starts from the rate sent while a token bucket's burst lasted, near or above the limit,
+    # so a faster climb overshoots further, in 429s and in the next estimate, before it measures
     measured_min_s: float = 1.5  # the shortest cycle between two cuts whose 2xx rate is taken
     # for a token bucket's: shorter, the bucket's burst still weighs in it
     min_rate: float = 0.5  # requests per second: the floor of every cut
@@ -39,6 +41,9 @@ class Tuning:
     dense_count: int = 5  # while unlimited, 429s point to a limit when at least this many ...
     dense_share: float = 0.05  # ... make at least this share of the recent answers: 1 % of
     # noise in a few hundred answers a second reaches 2 % by chance every few seconds
+    flood_answers: int = 10  # before any limit is known, dense_count 429s among this many of
+    # the latest answers also point to one: a run's first second holds the burst a token bucket
+    # let through, so its share would lag; 1 % of noise makes 5 of 10 once in 4 * 10^7 tries
     answers_window_s: float = 1.0  # "recent"
     answers_kept: int = (
         5000  # and at most this many back: fewer would let chance make 1 % look like 2 %
@@ -48,8 +53,9 @@ class Tuning:
 
     # --- window (calls in flight) ---------------------------------------------------------
     initial_window: int = 10  # RFC 6928's initial window: few 429s if the limit is lower
-    window_probe_s: float = 10.0  # how long the window holds at the in-flight count that
-    # worked before it tries one more: every try that fails costs a run-wide pause
+    # The window holds at the count that worked for the rate's probe_s (probe_per_pause times
+    # the pause, within probe_min_s and probe_max_s) before it tries one more: every try that
+    # fails costs a run-wide pause, so a dearer 429 is risked less often, as for the rate.
     window_probe_growth: float = 0.1  # then it grows convexly, by this share per probe_s cubed
     window_cut: float = 0.7  # a cut with no count known to work: CUBIC's beta, gentler than
     # AIMD's halving, since the window is a small integer and each 429 pauses the run

@@ -1,0 +1,88 @@
+"""The evidence of a limit (`collector.pacing.evidence`): which control a 429 is charged to.
+
+Plain values in, a `Blame` out: no controller, no clock, no event loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+from collector.pacing.evidence import Blame, Charge, Evidence, State, charge
+from collector.pacing.tuning import TUNING
+
+OPENING = State(
+    rate=math.inf, rate_growing=False, limit_known=False, window=64, window_base=64, max_window=64
+)
+
+
+def answered(evidence: Evidence, ok: int, refused: int, *, at: float, in_flight: int) -> None:
+    for i in range(ok):
+        evidence.success(at + i * 1e-4, in_flight)
+    for i in range(refused):
+        evidence.refused(at + 0.01 + i * 1e-4, in_flight)
+
+
+class TestOpening:
+    def test_a_flood_in_the_opening_is_charged_to_the_rate_at_once(self) -> None:
+        """Before any limit is known, 5 429s among the last 10 answers point to the rate even
+        while a second of burst successes keeps their share of that second under 5 %."""
+
+        evidence = Evidence(TUNING)
+        answered(evidence, 300, 5, at=0.0, in_flight=64)
+        assert not evidence.dense(0.1)
+        assert charge(evidence, OPENING, 0.1, 64) == Blame(Charge.RATE)
+
+    def test_the_flood_rule_ends_with_the_opening(self) -> None:
+        """Once a limit is known, the same few 429s are not enough: the share must be dense."""
+
+        evidence = Evidence(TUNING)
+        answered(evidence, 300, 5, at=0.0, in_flight=64)
+        later = State(
+            rate=math.inf, rate_growing=False, limit_known=True, window=64, window_base=64,
+            max_window=64,
+        )  # fmt: skip
+        assert charge(evidence, later, 0.1, 64) == Blame(Charge.NOISE)
+
+    def test_scattered_429s_are_no_flood(self) -> None:
+        """One 429 in a hundred answers, as noise gives, never makes a flood."""
+
+        evidence = Evidence(TUNING)
+        for i in range(2000):
+            at = i * 1e-3
+            if i % 100 == 99:
+                evidence.refused(at, 64)
+                assert charge(evidence, OPENING, at, 64).charge is Charge.NOISE
+            else:
+                evidence.success(at, 64)
+
+
+class TestRateOrWindow:
+    def test_a_growing_rate_takes_the_429s_above_the_flights_that_worked(self) -> None:
+        """In the rate's slow start, past the most the server answered in one second, 429s sent
+        with more in flight than any success (the doubling brought them) go to the rate."""
+
+        evidence = Evidence(TUNING)
+        evidence.refused(0.0, 4)  # the first limit: 2xx are counted per second from here
+        for i in range(300):
+            evidence.success(1.0 + i / 300, 8 + i // 30)  # in flight rises with the rate
+        for i in range(3):
+            evidence.refused(2.0 + i * 1e-3, 19)
+        growing = State(
+            rate=700.0, rate_growing=True, limit_known=False, window=64, window_base=64,
+            max_window=64,
+        )  # fmt: skip
+        assert evidence.steep(2.01, 19, 19)  # what alone would have cut the window
+        assert charge(evidence, growing, 2.01, 19) == Blame(Charge.RATE)
+
+    def test_a_full_window_takes_steep_429s(self) -> None:
+        """With the window full, 429s sent above the most in flight that succeeded cut the
+        window back to that count."""
+
+        evidence = Evidence(TUNING)
+        answered(evidence, 50, 0, at=0.0, in_flight=5)
+        answered(evidence, 0, 3, at=0.1, in_flight=7)
+        state = State(
+            rate=math.inf, rate_growing=False, limit_known=False, window=7, window_base=7,
+            max_window=32,
+        )  # fmt: skip
+        assert charge(evidence, state, 0.2, 7) == Blame(Charge.WINDOW, worked=5)
