@@ -251,9 +251,9 @@ async def run_pipeline(
             if stopper.stopping:
                 return  # buffered machines stay uncollected; resume picks them up
             outcome = await collect_one(api, machine)
-            # Handed to the sink here and now: `handle` never awaits, so two machines' records
-            # never interleave, and no second stream and task hop is paid for each machine.
-            writer.handle(writer.encoded(outcome) if isinstance(outcome, Collected) else outcome)
+            # Handed to the sink here and now (`handle` encodes it): it never awaits, so two
+            # machines' records never interleave, and no stream or task hop is paid a machine.
+            writer.handle(outcome)
 
     async def work() -> None:
         try:
