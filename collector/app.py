@@ -39,7 +39,7 @@ from collector.feed import (
 )
 from collector.flatten import make_flattener, make_record_encoder
 from collector.models import InvalidLine, Machine, RunStats
-from collector.pipeline import RecordSink, Stopper, Writer, run_pipeline, utc_now
+from collector.pipeline import Crew, RecordSink, Stopper, Writer, run_pipeline, utc_now
 from collector.progress import ListingProgress, ProgressReporter, print_summary, summary_lines
 from collector.rundir import Action, Finished, RunLedger, RunPlan, lock_directory, plan_run
 from collector.sinks import ErrorLog, StreamSink
@@ -237,7 +237,8 @@ class Run:
     ) -> RunResult:
         config = self.config
         feed, source = self._machines(plan, items)
-        async with open_client(config, self.credentials, self.stats) as client:
+        crew = Crew(config.collect.concurrency)
+        async with open_client(config, self.credentials, self.stats, rest=crew.rest) as client:
             # The first call: a wrong secret or a refused site stops the run here (exit 3),
             # before anything in the output directory is deleted or written.
             site_id = await client.resolve_site_id()
@@ -248,7 +249,7 @@ class Run:
                 site_id=site_id,
             )
             writer = Writer(output.sink, encode, self.stats)
-            fatal = await self._pipeline(client, source, writer, feed, output)
+            fatal = await self._pipeline(client, source, writer, feed, output, crew)
         finished = output.finish(
             complete=fatal is None and not self.stopper.stopping,
             abandon=isinstance(fatal, OutputError),  # the open file may hold half a machine
@@ -275,6 +276,7 @@ class Run:
         writer: Writer,
         feed: MachineFeed,
         output: RunOutput,
+        crew: Crew,
     ) -> BaseException | None:
         """Run the collection (the workers, or one site-wide listing) with the signal watcher
         and the progress reporter; the error that ended it, if one did."""
@@ -299,7 +301,7 @@ class Run:
                         source(client),
                         client,
                         writer,
-                        concurrency=self.config.collect.concurrency,
+                        crew=crew,
                         stopper=self.stopper,
                     )
                 group.cancel_scope.cancel()

@@ -14,13 +14,15 @@ import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
+
 from collector.auth import BearerAuth, ClientCredentialsAuth, OnPremAuth, TokenProvider
 from collector.client import CitrixClient, ClientSettings, retry_policy
 from collector.config import AuthMethod, Config, Credentials
 from collector.errors import ConfigError
 from collector.models import RunStats
 from collector.pacing import Clock, Controller, Pacer
-from collector.retry import RetryPolicy
+from collector.retry import RetryPolicy, Sleep
 from collector.transport import AuthorizedTransport, PacedTransport, Transport
 from collector.wire import AioHttpTransport
 
@@ -90,9 +92,11 @@ async def open_client(
     stats: RunStats,
     *,
     clock: Clock | None = None,
+    rest: Sleep = anyio.sleep,
 ) -> AsyncIterator[CitrixClient]:
     """The run's client: one connection pool, one pacer, one token provider.
 
+    `rest` is how a retry waits: the pool's `Crew.rest` lends the worker's place meanwhile.
     Raises `ConfigError` if `[api] ca_bundle` cannot be read. The pool is closed on exit.
     """
     settings = ClientSettings.from_config(config)
@@ -102,7 +106,7 @@ async def open_client(
     )
     pacer = Pacer(controller, clock)
     stats.current_window = controller.window
-    policy = retry_policy(settings, stats)
+    policy = retry_policy(settings, stats, sleep=rest)
     async with AioHttpTransport.open(
         concurrency=settings.concurrency, timeout_s=settings.request_timeout_s, tls=tls
     ) as wire:

@@ -1,8 +1,8 @@
-"""The worker pool: source → bounded stream → N workers → bounded stream → one writer.
+"""The worker pool: source → bounded stream → the crew's workers → the writer's sink.
 
 Only this module creates task groups and memory streams. It sees its collaborators through
 Protocols (`SessionsApi`, `RecordSink`), so tests drive it with ten-line fakes. Memory is
-bounded by the two streams' buffers, never by the number of machines.
+bounded by the stream's buffer and the crew's size, never by the number of machines.
 
 Stopping (SIGINT/SIGTERM) is a `Stopper`: intake stops at once, machines still buffered are
 not started, requests in flight get `grace` seconds to finish, and the writer always drains
@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterable, Iterator, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -41,6 +41,11 @@ log = logging.getLogger("collector.pipeline")
 # is 700). The requests in flight keep thousands of young objects alive, so at 700 a collection
 # walked them every 20 or so machines; no request makes reference cycles, so little waits longer.
 GC_YOUNG_THRESHOLD = 10_000
+
+# Stand-ins a worker waiting out a retry may have at once, per place of `concurrency`. One is
+# enough to keep every place busy; the cap bounds the machines held (one a task) when a
+# server answers every call with a wait, where each stand-in would soon rest and hire another.
+STAND_INS_PER_PLACE = 1
 
 
 class SessionsAnswer(Protocol):
@@ -81,6 +86,51 @@ def invalid_input_failure(line: InvalidLine) -> Failure:
         transaction_id=None,
         at=utc_now(),
     )
+
+
+class Crew:
+    """How many workers the pool runs: `concurrency`, and a stand-in for each one resting.
+
+    A worker waiting out a retry (a scattered 429's `retryDelay`, a 503's backoff) holds no
+    place in the pacer's window, but it did hold one of the pool's: at 2,000 requests/s, 1% of
+    429s with a 1 s `retryDelay` kept a third of 64 workers asleep (SPEC 8, scattered 429s).
+    So the retry policy sleeps through `rest`, which hires a stand-in while the worker rests,
+    and once more than `concurrency` are awake the next to finish a machine leaves. The calls
+    in flight are still capped by the pacer's window, never above `concurrency` (SPEC 5.4).
+    """
+
+    def __init__(
+        self, concurrency: int, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    ) -> None:
+        self.concurrency = concurrency
+        self.most = concurrency * (1 + STAND_INS_PER_PLACE)
+        self.workers = 0  # worker tasks running
+        self.resting = 0  # ... of which (or the feed, paging a discovery) waiting out a retry
+        self.start: Callable[[], None] | None = None  # starts a worker task, while the pool runs
+        self._sleep = sleep
+
+    def hire(self) -> None:
+        assert self.start is not None
+        self.workers += 1
+        self.start()
+
+    async def rest(self, seconds: float) -> None:
+        """The retry policy's sleep: `seconds` of it, with a stand-in working meanwhile."""
+        self.resting += 1
+        if self.start is not None and self.short_handed():
+            self.hire()
+        try:
+            await self._sleep(seconds)
+        finally:
+            self.resting -= 1
+
+    def short_handed(self) -> bool:
+        """Fewer than `concurrency` awake, and room for one more task."""
+        return self.workers - self.resting < self.concurrency and self.workers < self.most
+
+    def surplus(self) -> bool:
+        """More than `concurrency` awake: a worker between machines should leave."""
+        return self.workers - self.resting > self.concurrency
 
 
 class Stopper:
@@ -218,15 +268,15 @@ async def run_pipeline(
     api: SessionsApi,
     writer: Writer,
     *,
-    concurrency: int,
+    crew: Crew,
     stopper: Stopper,
 ) -> None:
-    """Collect every machine of `source` with `concurrency` workers, then flush the sink.
+    """Collect every machine of `source` with the `crew`'s workers, then flush the sink.
 
-    Raises whatever fatal error a worker or the writer raised (after cancelling the rest);
-    `ApiError` never leaves the pool.
+    Raises whatever fatal error a worker raised (after cancelling the rest); `ApiError` never
+    leaves the pool.
     """
-    machines_send, machines_recv = anyio.create_memory_object_stream[Machine](concurrency * 2)
+    machines_send, machines = anyio.create_memory_object_stream[Machine](crew.concurrency * 2)
 
     async def feed() -> None:
         async with machines_send:
@@ -237,33 +287,36 @@ async def run_pipeline(
                     else:
                         await put(machines_send, item)
 
-    # Each worker owns a clone of the stream, made before any task runs, so the stream ends
-    # for the workers exactly when the feed is done (anyio docs, "Cloning").
-    inboxes = [machines_recv.clone() for _ in range(concurrency)]
-    machines_recv.close()
-
-    async def worker(inbox: MemoryObjectReceiveStream[Machine]) -> None:
-        while True:
-            try:
-                machine = await take(inbox)
-            except anyio.EndOfStream:
-                return
-            if stopper.stopping:
-                return  # buffered machines stay uncollected; resume picks them up
-            outcome = await collect_one(api, machine)
-            # Handed to the sink here and now (`handle` encodes it): it never awaits, so two
-            # machines' records never interleave, and no stream or task hop is paid a machine.
-            writer.handle(outcome)
+    async def worker() -> None:
+        try:
+            while not crew.surplus():
+                try:
+                    machine = await take(machines)
+                except anyio.EndOfStream:
+                    return  # the feed is done (every worker shares the one receiving end)
+                if stopper.stopping:
+                    return  # buffered machines stay uncollected; resume picks them up
+                outcome = await collect_one(api, machine)
+                # Handed to the sink here and now (`handle` encodes it): it never awaits, so
+                # two machines' records never interleave, and no stream or task hop is paid.
+                writer.handle(outcome)
+        finally:
+            crew.workers -= 1
 
     async def work() -> None:
         try:
             with stopper.work:
                 async with anyio.create_task_group() as workers:
-                    for inbox in inboxes:
-                        workers.start_soon(worker, inbox)
+
+                    def start() -> None:
+                        workers.start_soon(worker)
+
+                    crew.start = start
+                    for _ in range(crew.concurrency):
+                        crew.hire()
         finally:
-            for inbox in inboxes:
-                inbox.close()
+            crew.start = None
+            machines.close()
 
     with lean_gc():
         async with anyio.create_task_group() as group:

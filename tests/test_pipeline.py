@@ -15,7 +15,7 @@ import pytest
 from collector.errors import ApiError, AuthError
 from collector.flatten import make_flattener, make_record_encoder
 from collector.models import ErrorKind, Failure, InvalidLine, Machine, RunStats
-from collector.pipeline import GC_YOUNG_THRESHOLD, Stopper, Writer, lean_gc, run_pipeline
+from collector.pipeline import GC_YOUNG_THRESHOLD, Crew, Stopper, Writer, lean_gc, run_pipeline
 
 
 @dataclass
@@ -83,7 +83,7 @@ async def test_every_machine_once_and_never_more_than_concurrency_in_flight() ->
 
     with anyio.fail_after(10):
         await run_pipeline(
-            source(names), api, make_writer(sink, stats), concurrency=8, stopper=Stopper(1)
+            source(names), api, make_writer(sink, stats), crew=Crew(8), stopper=Stopper(1)
         )
 
     assert sorted(api.calls) == sorted(names)
@@ -99,7 +99,7 @@ async def test_records_carry_the_added_fields() -> None:
     api, sink, stats = FakeApi(), MemorySink(), RunStats()
 
     await run_pipeline(
-        source(["VDA-1"]), api, make_writer(sink, stats), concurrency=1, stopper=Stopper(1)
+        source(["VDA-1"]), api, make_writer(sink, stats), crew=Crew(1), stopper=Stopper(1)
     )
 
     record = sink.records[0]
@@ -116,7 +116,7 @@ async def test_api_errors_become_failures_and_the_run_goes_on() -> None:
     api, sink, stats = FakeApi(fail={"gone": error}), MemorySink(), RunStats()
 
     await run_pipeline(
-        source(["a", "gone", "b"]), api, make_writer(sink, stats), concurrency=2, stopper=Stopper(1)
+        source(["a", "gone", "b"]), api, make_writer(sink, stats), crew=Crew(2), stopper=Stopper(1)
     )
 
     assert [(f.machine, f.kind, f.status, f.transaction_id) for f in sink.failures] == [
@@ -135,7 +135,7 @@ async def test_invalid_lines_are_recorded_as_invalid_input() -> None:
         yield Machine.from_name("ok")
 
     await run_pipeline(
-        items(), FakeApi(), make_writer(sink, stats), concurrency=2, stopper=Stopper(1)
+        items(), FakeApi(), make_writer(sink, stats), crew=Crew(2), stopper=Stopper(1)
     )
 
     assert sink.failures[0].kind is ErrorKind.INVALID_INPUT
@@ -156,7 +156,7 @@ async def test_a_fatal_error_stops_the_pool() -> None:
             source([f"m{i}" for i in range(50)]),
             api,
             make_writer(MemorySink(), RunStats()),
-            concurrency=4,
+            crew=Crew(4),
             stopper=Stopper(1),
         )
 
@@ -177,7 +177,7 @@ async def test_stop_takes_no_new_machines_and_flushes() -> None:
                 stopper.stop()
 
     with anyio.fail_after(5):
-        await run_pipeline(endless(), api, make_writer(sink, stats), concurrency=4, stopper=stopper)
+        await run_pipeline(endless(), api, make_writer(sink, stats), crew=Crew(4), stopper=stopper)
 
     assert len(api.calls) < 20
     assert sorted(sink.machines) == sorted(api.calls)  # whatever started was written
@@ -203,7 +203,7 @@ async def test_the_pool_runs_with_the_lean_collector_and_puts_it_back() -> None:
     before = gc.get_threshold()
 
     await run_pipeline(
-        source(["VDA-1", "VDA-2"]), api, make_writer(sink, stats), concurrency=2, stopper=Stopper(1)
+        source(["VDA-1", "VDA-2"]), api, make_writer(sink, stats), crew=Crew(2), stopper=Stopper(1)
     )
 
     assert [threshold for threshold, _ in api.seen] == [GC_YOUNG_THRESHOLD] * 2
@@ -233,9 +233,96 @@ async def test_workers_hand_the_writer_encoded_bytes_not_parsed_sessions() -> No
             written.append((machine_key, data, records))
 
     writer = make_writer(BytesSink(), stats)
-    await run_pipeline(source(["VDA-2"]), api, writer, concurrency=1, stopper=Stopper(1))
+    await run_pipeline(source(["VDA-2"]), api, writer, crew=Crew(1), stopper=Stopper(1))
 
     [(key, data, records)] = written
     assert key == "vda-2"
     assert records == 2 and data.count(b"\n") == 2
     assert [orjson.loads(line)["Id"] for line in data.splitlines()] == ["VDA-2-s0", "VDA-2-s1"]
+
+
+# --- the crew: a worker waiting out a retry lends its place ---------------------------------
+
+
+@dataclass
+class RestingApi(FakeApi):
+    """Machines named r… wait out one retry through `crew.rest`; notes who was running."""
+
+    crew: Crew = field(default_factory=lambda: Crew(1))
+    seen: list[tuple[str, int, int]] = field(default_factory=list)  # name, workers, resting
+
+    async def get_machine_sessions(self, name: str) -> Answer:
+        self.seen.append((name, self.crew.workers, self.crew.resting))
+        if name.startswith("r"):
+            await self.crew.rest(1.0)
+        return await super().get_machine_sessions(name)
+
+
+async def test_stand_ins_collect_while_every_worker_waits_out_a_retry() -> None:
+    """Both workers rest until ten other machines are collected: only stand-ins can do it."""
+    others = anyio.Event()
+
+    async def until_others_done(seconds: float) -> None:
+        await others.wait()
+
+    crew = Crew(2, sleep=until_others_done)
+    api = RestingApi(crew=crew)
+    names = ["r1", "r2"] + [f"a{i}" for i in range(10)]
+
+    class Watching(MemorySink):
+        def write_sessions(self, machine_key: str, data: bytes, records: int) -> None:
+            super().write_sessions(machine_key, data, records)
+            if sum(1 for key in self.machines if key.startswith("a")) == 10:
+                others.set()
+
+    with anyio.fail_after(5):
+        await run_pipeline(
+            source(names), api, make_writer(Watching(), RunStats()), crew=crew, stopper=Stopper(1)
+        )
+
+    assert sorted(api.calls) == sorted(names)
+    assert crew.workers == 0
+
+
+async def test_the_crew_never_grows_past_one_stand_in_a_place() -> None:
+    """When every machine rests, the crew stops hiring at twice `concurrency` tasks."""
+    released = anyio.Event()
+
+    async def until_all_rest(seconds: float) -> None:
+        if crew.resting == crew.most:
+            released.set()
+        await released.wait()
+
+    crew = Crew(2, sleep=until_all_rest)
+    api = RestingApi(crew=crew)
+
+    with anyio.fail_after(5):
+        await run_pipeline(
+            source([f"r{i}" for i in range(20)]),
+            api,
+            make_writer(MemorySink(), RunStats()),
+            crew=crew,
+            stopper=Stopper(1),
+        )
+
+    assert crew.most == 4
+    assert max(workers for _, workers, _ in api.seen) == 4
+    assert len(api.calls) == 20
+
+
+async def test_a_stand_in_leaves_once_the_worker_it_stood_in_for_is_back() -> None:
+    """After the one rest is over, the crew goes back to `concurrency` workers."""
+    crew = Crew(2, sleep=lambda seconds: anyio.sleep(0.01))
+    api = RestingApi(crew=crew)
+    names = ["r1"] + [f"a{i}" for i in range(200)]
+
+    with anyio.fail_after(5):
+        await run_pipeline(
+            source(names), api, make_writer(MemorySink(), RunStats()), crew=crew, stopper=Stopper(1)
+        )
+
+    hired = [workers for name, workers, _ in api.seen if workers > 2]
+    assert hired  # a stand-in worked during the rest
+    last = api.seen[-100:]  # well after the 10 ms rest (1 ms a machine, 2 at a time)
+    assert all(workers <= 2 and resting == 0 for _, workers, resting in last)
+    assert crew.workers == 0

@@ -536,10 +536,10 @@ def build_app(state: State) -> web.Application:
         endpoint, name = route(segments)
         now = state.clock()
         counters.arrived(endpoint, now)
-        limit = state.faults.max_in_flight
-        if limit <= 0 or endpoint not in IN_FLIGHT_LIMITED:
+        if endpoint not in IN_FLIGHT_LIMITED:
             return await answer(request, endpoint, name, now)
-        if state.in_flight >= limit:
+        limit = state.faults.max_in_flight  # counted without one too: `peak_in_flight`
+        if 0 < limit <= state.in_flight:
             counters.injected[Fault.IN_FLIGHT] += 1
             counters.in_flight_rejected += 1
             await delay()  # a refused call still takes its round trip
