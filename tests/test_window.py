@@ -86,3 +86,33 @@ class TestRateOrWindow:
             max_window=32,
         )  # fmt: skip
         assert charge(evidence, state, 0.2, 7) == Blame(Charge.WINDOW, worked=5)
+
+
+class TestBackground:
+    PACED = State(
+        rate=200.0, rate_growing=False, limit_known=True, window=64, window_base=64, max_window=64
+    )
+
+    def test_noise_found_raises_the_share_that_is_dense(self) -> None:
+        """6 429s in 100 answers are dense on a clean run, and not once 5 % of noise is known:
+        then it takes `noise_margin` times that share."""
+
+        clean, noisy = Evidence(TUNING), Evidence(TUNING)
+        noisy.background = 0.05
+        for evidence in (clean, noisy):
+            answered(evidence, 94, 6, at=0.0, in_flight=1)
+        assert clean.dense(0.1)
+        assert not noisy.dense(0.1)
+
+    def test_a_lone_paced_429_beside_known_noise_cuts_nothing(self) -> None:
+        """Paced at the server's peak, a lone 429 is charged to the rate; once noise is known,
+        the same 429 is noise, and only dense ones point to the limit."""
+
+        clean, noisy = Evidence(TUNING), Evidence(TUNING)
+        noisy.background = 0.02
+        for evidence in (clean, noisy):
+            answered(evidence, 200, 1, at=0.0, in_flight=1)
+        assert charge(clean, self.PACED, 0.1, 1) == Blame(Charge.RATE)
+        assert charge(noisy, self.PACED, 0.1, 1) == Blame(Charge.NOISE)
+        answered(noisy, 0, 30, at=0.2, in_flight=1)
+        assert charge(noisy, self.PACED, 0.3, 1) == Blame(Charge.RATE)

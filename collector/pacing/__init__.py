@@ -1,9 +1,10 @@
 """Pacing of every request of a run: when it may start, and how many may be in flight.
 
-Four parts, each one idea: `tuning` (the constants, each with its reason), `evidence` (which
-control a 429 points to, from the answers and the calls in flight at each), `controller` (the
-decisions: rate and window as pure functions of answers and time) and `pacer` (the GCRA
-schedule, the in-flight window and the waiting). Nothing outside this package knows how the
+Five parts, each one idea: `tuning` (the constants, each with its reason), `evidence` (which
+control a 429 points to, from the answers and the calls in flight at each), `cycles` (whether
+the rate cuts lowered the share of 429s, or the 429s are noise), `controller` (the decisions:
+rate and window as pure functions of answers and time) and `pacer` (the GCRA schedule, the
+in-flight window and the waiting). Nothing outside this package knows how the
 controller decides; the paced transport only reports answers to it.
 """
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import math
 
+from collector.pacing.cycles import Cycles
 from collector.pacing.evidence import Charge, Evidence, State, charge
 from collector.pacing.tuning import TUNING, Tuning
 
@@ -36,6 +37,7 @@ class Controller:
     __slots__ = (
         "_base",
         "_cut_at",
+        "_cycles",
         "_evidence",
         "_ok_since_cut",
         "_probe_s",
@@ -87,6 +89,7 @@ class Controller:
         self._probe_s = tuning.probe_min_s
         self._slow_start = False  # the rate doubling from the first limit to its estimate
         self._evidence = Evidence(tuning)
+        self._cycles = Cycles(tuning)
         self._window_base = self.window  # the window right after its last cut
         self._window_cut_at = -math.inf
         self._refused_low = max_window + 1  # the fewest in flight refused since that cut
@@ -101,10 +104,13 @@ class Controller:
     def on_sent(self, now: float) -> None:
         """A request was granted at `now`."""
         self._evidence.sent(now)
+        self._cycles.sent(now, self._rate)
 
-    def on_success(self, now: float, in_flight: int = 0) -> None:
-        """A 2xx answer to a request sent with `in_flight` requests in flight (itself included)."""
+    def on_success(self, now: float, in_flight: int = 0, sent_at: float | None = None) -> None:
+        """A 2xx answer to a request sent at `sent_at` (None: unknown, then `now`) with
+        `in_flight` requests in flight (itself included)."""
         self._evidence.success(now, in_flight)
+        self._cycles.answered(now, now if sent_at is None else sent_at, refused=False)
         if now >= self.paused_until:  # answered while paused: sent before the cut, not its cycle
             self._ok_since_cut += 1
         if self.estimate is not None or self._slow_start:
@@ -145,6 +151,7 @@ class Controller:
         pause = min(max(pause, t.min_pause_s), self.max_pause)
         evidence = self._evidence
         evidence.refused(now, in_flight)
+        self._cycles.answered(now, sent_at, refused=True)
         if (
             sent_at < self._window_cut_at
             and in_flight > 1
@@ -159,6 +166,14 @@ class Controller:
             # flood of 429s from one burst must not cut once per answer.
             self._pause(now, pause)
             return Verdict.STALE
+        noise = self._cycles.finding(now)
+        if noise is not None:
+            # The cuts so far lowered the rate but not the share of 429s: they were noise. Go
+            # back to the rate before them, and take 429s for a limit only when denser than it.
+            evidence.background = max(evidence.background, noise.share)
+            evidence.forget()
+            self._restore(now, noise.rate)
+            return Verdict.NOISE
         state = State(
             rate=self._rate,
             rate_growing=self._slow_start,
@@ -177,6 +192,7 @@ class Controller:
             # The count that worked is unknown now: cut multiplicatively (AIMD, CUBIC's beta),
             # and leave the rate alone.
             return self._cut_window(now, pause, math.floor(self.window * t.window_cut))
+        self._cycles.cut(now, resumed=max(self.paused_until, now + pause), rate=self._rate)
         if self._rate == math.inf:
             self._slow_start = True  # the first limit: from the rate sent, doubling
             rate = evidence.sent_rate(now)
@@ -240,6 +256,17 @@ class Controller:
             self.estimate * (t.plateau + (1.0 + t.probe - t.plateau) * probed * probed * probed),
         )
 
+    def _restore(self, now: float, rate: float) -> None:
+        """Back to `rate` (math.inf: unlimited), on its plateau, as if no cut had come since."""
+        self._slow_start = False
+        self._rate = self._base = min(self.ceiling, rate)
+        if self._rate == math.inf:
+            self.estimate = None
+        else:
+            self.estimate = self._rate / self.tuning.plateau
+            self._resumed_at = now - self.tuning.recovery_s
+        self._cycles.restart(now, now, self._rate)
+
     # --- the window ------------------------------------------------------------------------
 
     def _cut_window(self, now: float, pause: float, window: int) -> Verdict:
@@ -254,6 +281,8 @@ class Controller:
         self._window_cut_at = now
         self._window_probe_s = self._probe_for(pause)
         self._pause(now, pause)
+        self._cycles.restart(now, self.paused_until, self._rate)  # another regime: rate cuts
+        # before it say nothing of those after
         return Verdict.WINDOW
 
     def _window_target(self, now: float) -> int:

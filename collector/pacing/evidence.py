@@ -51,7 +51,16 @@ class State:
 class Evidence:
     """The latest answers, sends and successes, as the charging of 429s reads them."""
 
-    __slots__ = ("_answers", "_count", "_ok_flights", "_second", "_sent", "peak", "tuning")
+    __slots__ = (
+        "_answers",
+        "_count",
+        "_ok_flights",
+        "_second",
+        "_sent",
+        "background",
+        "peak",
+        "tuning",
+    )
 
     def __init__(self, tuning: Tuning) -> None:
         self.tuning = tuning
@@ -64,6 +73,7 @@ class Evidence:
         self._second = -math.inf  # the clock second being counted, from the first 429 on ...
         self._count = 0  # ... its 2xx answers so far, and
         self.peak = 0  # the most 2xx answers of one second before it
+        self.background = 0.0  # the share of 429s found to be noise (`cycles`), once found
 
     # --- records ---------------------------------------------------------------------------
 
@@ -89,6 +99,12 @@ class Evidence:
         self._answers.append((now, True, in_flight))
         if self._second == -math.inf:
             self._second = math.floor(now)  # count the server's 2xx from here (see `busiest`)
+
+    def forget(self) -> None:
+        """Drop the latest answers (not the peak, not the background): the run goes back to a
+        rate they were not sent at, and counts in flight seen at another rate mislead."""
+        self._answers.clear()
+        self._ok_flights.clear()
 
     # --- readings --------------------------------------------------------------------------
 
@@ -121,7 +137,8 @@ class Evidence:
         horizon = now - t.answers_window_s
         recent = [refused for at, refused, _ in self._answers if at >= horizon]
         count = sum(recent)
-        return count >= t.dense_count and count >= t.dense_share * len(recent)
+        share = max(t.dense_share, t.noise_margin * self.background)
+        return count >= t.dense_count and count >= share * len(recent)
 
     def flood(self) -> bool:
         """Whether `dense_count` of the last `flood_answers` answers were 429s."""
@@ -213,8 +230,11 @@ def charge(evidence: Evidence, state: State, now: float, in_flight: int) -> Blam
         # Scattered 429s with no ceiling and nothing in flight to blame: a gateway's noise.
         # Slowing the run for them would cap it near 1 / (share * pause).
         return Blame(Charge.NOISE)
-    if state.rate < t.noise * evidence.busiest() and not evidence.dense(now):
-        # Far below what the server has taken in one second, and rare: noise. Dense 429s are a
-        # limit even there: one that has fallen below what the server once took.
+    rare = not evidence.dense(now)
+    if rare and (state.rate < t.noise * evidence.busiest() or evidence.background):
+        # Far below what the server has taken in one second, and rare: noise. Or rare beside
+        # the noise already found: the one 429 that ends a probe above a limit is no different
+        # from noise then, so only dense ones tell. Dense 429s are a limit even there: one
+        # that has fallen below what the server once took.
         return Blame(Charge.NOISE)
     return Blame(Charge.RATE)

@@ -117,7 +117,7 @@ class Pacer:
         return len(self._waiters) < waiting
 
     def on_success(self, grant: Grant) -> None:
-        self.controller.on_success(self._clock.now(), grant.in_flight)
+        self.controller.on_success(self._clock.now(), grant.in_flight, grant.sent_at)
         self._admit()  # the window may have grown
 
     def on_throttle(self, grant: Grant, retry_after: float | None) -> Verdict:

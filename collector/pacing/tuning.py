@@ -51,6 +51,24 @@ class Tuning:
     noise: float = 0.6  # once paced, a 429 at under this share of the most 2xx answers the
     # server has given in one second is noise: the server has shown it takes more
 
+    # --- noise found by cutting (see `cycles`) ---------------------------------------------
+    # Two segments of cycles between rate cuts, the later one sent slower, compare:
+    noise_segment_answers: int = 60  # a segment pools cycles until it holds this many answers
+    noise_segment_refused: int = 4  # ... and this many 429s: fewer, one 429 more or less would
+    # halve or double its share
+    noise_rate_fall: float = 0.8  # the later one sent at most this share of the earlier rate
+    noise_ok_fall: float = 0.9  # ... and the server took at most this share of its 2xx rate: a
+    # limit above which we still are takes as many a second whatever we send
+    noise_share_ratio: float = 2.0  # ... yet its share of 429s is within this factor: a limit
+    # refuses a smaller share as the rate comes down to it, and none below
+    noise_share_min: float = 0.02  # the share of 429s noise is found at, up to ...
+    noise_share_max: float = 0.25  # ... this. Less than the least: a limit that keeps falling as
+    # fast as the cuts follow it shows the same signs at 1.5 %, and scattered noise that thin
+    # never makes the dense second that starts cutting. More than the most: not noise
+    noise_margin: float = 3.0  # once noise is found, 429s are dense at this many times its
+    # share: 5 % of noise makes 15 % of 50 answers in one try of 300
+    cycles_kept: int = 64  # the cycles kept: far more than two segments of noise need
+
     # --- window (calls in flight) ---------------------------------------------------------
     initial_window: int = 10  # RFC 6928's initial window: few 429s if the limit is lower
     # The window holds at the count that worked for the rate's probe_s (probe_per_pause times
