@@ -283,6 +283,17 @@ class TestShapes:
             assert Verdict.WINDOW not in result.verdicts
             assert result.ok_rate(10, 30) >= 0.9 * 200
 
+    def test_bucket_with_a_small_burst(self) -> None:
+        """A 200/s bucket holding a tenth of a second's burst, at jittered latency: the cycle's
+        measured rate (which takes the pause to have refilled a second's burst) is half the
+        limit, and the probe that follows it soon finds most of the rest within a minute."""
+
+        controller = Controller(0, 64)
+        server = Server(rate=200, burst=0.1, jitter=0.2)
+        result = simulate(controller, server, duration=60, workers=64)
+        assert result.ok_rate(20, 60) >= 0.65 * 200
+        assert result.throttled_share(5) < 0.01
+
     def test_falling_rate_limit(self) -> None:
         """A rate limit that falls from 200/s to 100/s is followed down."""
 

@@ -116,3 +116,13 @@ class TestBackground:
         assert charge(noisy, self.PACED, 0.1, 1) == Blame(Charge.NOISE)
         answered(noisy, 0, 30, at=0.2, in_flight=1)
         assert charge(noisy, self.PACED, 0.3, 1) == Blame(Charge.RATE)
+
+
+def test_the_sent_rate_leaves_a_pause_out() -> None:
+    """100 requests in the 0.2 s since a pause ended are 500/s, not the 100/s of the second."""
+
+    evidence = Evidence(TUNING)
+    for i in range(100):
+        evidence.sent(9.8 + i * 0.002)
+    assert evidence.sent_rate(10.0) == 100.0
+    assert math.isclose(evidence.sent_rate(10.0, since=9.8), 500.0)

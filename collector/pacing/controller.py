@@ -39,6 +39,7 @@ class Controller:
         "_cut_at",
         "_cycles",
         "_evidence",
+        "_guessed",
         "_ok_since_cut",
         "_probe_s",
         "_rate",
@@ -87,6 +88,7 @@ class Controller:
         self._ok_since_cut = 0  # 2xx answers since then, its pause left out
         self._resumed_at = -math.inf  # the end of the pause that followed it
         self._probe_s = tuning.probe_min_s
+        self._guessed = False  # the last cut took the cycle's measured rate (see `_rate_cut`)
         self._slow_start = False  # the rate doubling from the first limit to its estimate
         self._evidence = Evidence(tuning)
         self._cycles = Cycles(tuning)
@@ -195,7 +197,7 @@ class Controller:
         self._cycles.cut(now, resumed=max(self.paused_until, now + pause), rate=self._rate)
         if self._rate == math.inf:
             self._slow_start = True  # the first limit: from the rate sent, doubling
-            rate = evidence.sent_rate(now)
+            rate = evidence.sent_rate(now, since=self.paused_until)
         else:
             rate = self._rate_cut(now)
         self._pause(now, pause)
@@ -203,7 +205,11 @@ class Controller:
         self._cut_at = now
         self._ok_since_cut = 0
         self._resumed_at = self.paused_until
+        # A measured estimate rests on a guess about the bucket's burst (`_rate_cut`): test it
+        # sooner than the pause alone would say.
         self._probe_s = self._probe_for(pause)
+        if self._guessed:
+            self._probe_s = min(self._probe_s, t.guessed_probe_s)
         return Verdict.RATE
 
     # --- the rate --------------------------------------------------------------------------
@@ -223,6 +229,7 @@ class Controller:
         else:
             share = t.plateau  # on the plateau, below the estimate: the limit moved under it
         self._slow_start = False
+        self._guessed = False
         estimate = rate * share
         elapsed = now - self._cut_at
         if t.measured_min_s <= elapsed < math.inf and share != t.found:
@@ -231,7 +238,10 @@ class Controller:
             # that when it is lower, within reason: a run held back by something else (its
             # tail, its window) answers fewer than the limit would allow. Not after a probe:
             # its cycle climbed from the plateau, so its average is the old limit, not the new.
+            # That the burst refilled is a guess: a bucket of a tenth of a second's burst
+            # refills little of it, and its measured rate falls short by the pause's share.
             measured = self._ok_since_cut / elapsed
+            self._guessed = measured < estimate
             estimate = max(min(estimate, measured), estimate * t.deep_cut)
         self.estimate = max(estimate, t.min_rate)
         return self.estimate * t.cut

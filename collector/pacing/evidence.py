@@ -112,13 +112,18 @@ class Evidence:
         """The most 2xx answers of one clock second since the first 429."""
         return max(self.peak, self._count)
 
-    def sent_rate(self, now: float) -> float:
-        """Requests granted per second over the last `sent_window_s`."""
+    def sent_rate(self, now: float, since: float = -math.inf) -> float:
+        """Requests granted per second over the last `sent_window_s`, or since `since` (the end
+        of a pause: the paused part of the second sent nothing, and says nothing of the rate)."""
+        t = self.tuning
         sent = self._sent
-        horizon = now - self.tuning.sent_window_s
+        horizon = now - t.sent_window_s
         while sent and sent[0] < horizon:
             sent.popleft()
-        return len(sent) / self.tuning.sent_window_s
+        if since <= horizon:
+            return len(sent) / t.sent_window_s
+        count = sum(1 for at in sent if at >= since)
+        return count / max(now - since, t.min_sample_s)
 
     def ok_flight_high(self) -> int:
         """The count in flight that all but `ok_flight_share` of the latest successes kept to."""

@@ -29,6 +29,9 @@ class Tuning:
     probe_per_pause: float = 45.0  # probe_s = this * pause: a dearer 429 is risked less often
     probe_min_s: float = 10.0  # ... within these bounds
     probe_max_s: float = 600.0
+    guessed_probe_s: float = 20.0  # at most this after a cut to a cycle's measured rate, which
+    # is right for a bucket of a second's burst and half the limit for one of a tenth: a long
+    # run gains the other half within a minute, a right guess costs a 429 every 20 s or so
     slow_start_s: float = 1.0  # the rate's doubling time from the first limit to its estimate:
     # it starts from the rate sent while a token bucket's burst lasted, near or above the limit,
     # so a faster climb overshoots further, in 429s and in the next estimate, before it measures
@@ -36,6 +39,8 @@ class Tuning:
     # for a token bucket's: shorter, the bucket's burst still weighs in it
     min_rate: float = 0.5  # requests per second: the floor of every cut
     sent_window_s: float = 1.0  # how far back the rate requests go out at is measured
+    min_sample_s: float = 0.1  # ... and at least this far when a pause ended later: the
+    # callers the pause held all go at its end, a burst no longer than a round trip
 
     # --- telling a limit from noise -------------------------------------------------------
     dense_count: int = 5  # while unlimited, 429s point to a limit when at least this many ...
