@@ -30,6 +30,7 @@ RATE_LIMIT = 200.0
 IN_FLIGHT = 6
 BOTH_RATE, BOTH_IN_FLIGHT = 100.0, 8
 SCATTERED_429 = 0.01
+DENSE_429 = 0.05  # an info row, no SPEC target: noise dense enough to be cut for, then undone
 MEAN_SESSIONS = 3  # the simulator's sessions per machine on average (data.MEAN_SESSIONS)
 RESULTS = REPO / "benchmarks" / "results"
 

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from benchmarks.harness import (
+    Child,
     Summary,
     Unavailable,
     high_water_kib,
@@ -16,9 +17,10 @@ from benchmarks.harness import (
     record_keys,
     start_simulator,
 )
-from benchmarks.rates import steady_rate
+from benchmarks.rates import scattered_row, steady_rate
 from benchmarks.report import (
     FAIL,
+    INFO,
     NOT_AVAILABLE,
     PASS,
     Report,
@@ -201,3 +203,26 @@ def test_high_water_is_read_from_proc_and_zero_for_a_gone_process() -> None:
     """A running process's peak RSS comes from /proc; a process that is gone reads as 0."""
     assert high_water_kib(os.getpid()) > 1024
     assert high_water_kib(2**22 + 1) == 0  # above Linux's pid_max
+
+
+def collector_child(machines: int, duration_s: float) -> Child:
+    stats = RunStats(machines_ok=machines, sessions=3 * machines, requests=machines)
+    text = "\n".join(
+        summary_lines(stats, duration_s=duration_s, output="out/", complete=True, exit_code=0)
+    )
+    return Child(0, text, duration_s, 1.0, 40.0, timed_out=False)
+
+
+def test_noise_rows_compare_with_the_clean_run() -> None:
+    """Scattered 429s are checked against their target as a share of the clean run's rate;
+    dense ones, with no SPEC target, are an info row with the same figure."""
+    report = Report()
+    clean, noisy = collector_child(1000, 1.0), collector_child(1000, 2.0)
+
+    scattered_row(report, clean, noisy, 0, 0.01, Target(">=", 70, "%"))
+    scattered_row(report, clean, noisy, 0, 0.05, None)
+
+    first, second = report.rows
+    assert (first.bench, first.result, first.value) == ("scattered 429s (1%)", FAIL, 50.0)
+    assert (second.bench, second.result) == ("dense 429s (5%)", INFO)
+    assert "500 vs 1000 machines/s: 50 %" in second.measured
