@@ -2,8 +2,8 @@
 lowered the share of 429s (a limit) or left it where it was (noise).
 
 Pure: plain numbers in, plain numbers out, no clock read. The controller opens a cycle at each
-rate cut and reports every grant and answer with its send time; `Cycles.cut` says, from the
-cycles whose answers are all back, whether the 429s follow the rate we send at.
+rate cut (`Cycles.cut`) and reports every grant and answer with its send time; asked at each
+fresh 429, `Cycles.finding` says whether the 429s follow the rate we send at.
 
 Why it is needed: at one rate, a gateway's random 429s at 5 % look like a limit 5 % below that
 rate. Only a cut tells them apart. Below a limit, a rate limit's 429s stop, and well above one
@@ -54,10 +54,6 @@ class Segment:
     @property
     def share(self) -> float:
         return self.refused / max(1, self.ok + self.refused)
-
-    @property
-    def tail_share(self) -> float:
-        return self.tail_refused / max(1, self.tail)
 
     @property
     def sent_rate(self) -> float:
