@@ -24,6 +24,11 @@ from collector.pacing.tuning import Tuning
 MIN_SENDING_S = 0.001  # a cycle cut the moment it resumed still sent: no division by zero
 
 
+def share_of(refused: int, ok: int) -> float:
+    """The share of 429s among answers (0 with none)."""
+    return refused / max(1, ok + refused)
+
+
 @dataclass(slots=True)
 class Cycle:
     """The requests sent between two rate cuts, and their answers."""
@@ -37,6 +42,10 @@ class Cycle:
     refused: int = 0
     tail: int = 0  # of those answers, the ones that came after its closing cut ...
     tail_refused: int = 0  # ... and how many of them were 429s
+
+    @property
+    def share(self) -> float:
+        return share_of(self.refused, self.ok)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +62,7 @@ class Segment:
 
     @property
     def share(self) -> float:
-        return self.refused / max(1, self.ok + self.refused)
+        return share_of(self.refused, self.ok)
 
     @property
     def sent_rate(self) -> float:
@@ -138,7 +147,9 @@ class Cycles:
             return None
         a, b = earlier[0], later[0]
         tail = a.tail + b.tail
-        tail_share = (a.tail_refused + b.tail_refused) / max(1, tail)
+        tail_share = share_of(
+            a.tail_refused + b.tail_refused, tail - a.tail_refused - b.tail_refused
+        )
         if not (
             b.sent_rate <= t.noise_rate_fall * a.sent_rate  # the cuts lowered the rate ...
             and b.ok_rate <= t.noise_ok_fall * a.ok_rate  # ... and what the server took with it
@@ -151,14 +162,12 @@ class Cycles:
             and tail_share <= max(t.noise_share_max, t.noise_share_ratio * b.share)
         ):
             return None
-        pooled = (a.refused + b.refused) / max(1, a.ok + a.refused + b.ok + b.refused)
+        pooled = share_of(a.refused + b.refused, a.ok + b.ok)
         # Back to the rate before the first cut that left the share where it is: a cycle
         # refused as often was cut for the noise too, one near none was below a limit.
+        ratio = t.noise_share_ratio
         similar = (
-            c.rate
-            for c in cycles
-            if pooled <= c.refused / max(1, c.ok + c.refused) * t.noise_share_ratio
-            and c.refused / max(1, c.ok + c.refused) <= pooled * t.noise_share_ratio
+            c.rate for c in cycles if pooled <= c.share * ratio and c.share <= pooled * ratio
         )
         return Noise(share=pooled, rate=max(a.rate, *similar))
 
