@@ -205,6 +205,19 @@ class TestShapes:
             kept += noisy.ok_rate(10, 20) >= 0.2 * clean
         assert kept >= 7
 
+    def test_noise_once_found_leaves_the_window_full(self) -> None:
+        """After 5 % of noise was found, its 429s that happen to bunch on the top counts in
+        flight no longer cut the window, nor does a chance flood restart the opening's rate
+        search: the window ends full in most runs (it ended at 8 to 30 of 64 in every run
+        before). Seeds whose window was cut before the noise was found still end below."""
+
+        full = 0
+        for seed in range(1, 17):
+            controller = Controller(0, 64)
+            simulate(controller, Server(noise=0.05), duration=30, workers=64, seed=seed)
+            full += controller.window == 64
+        assert full >= 7
+
     def test_limit_that_keeps_falling_is_not_taken_for_noise(self) -> None:
         """A rate limit sliding from 200/s to 20/s over 30 s draws a cut every few seconds, each
         leaving the share of 429s where it was: what noise does. The thin share (about 1.5 %)

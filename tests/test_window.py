@@ -126,3 +126,16 @@ def test_the_sent_rate_leaves_a_pause_out() -> None:
         evidence.sent(9.8 + i * 0.002)
     assert evidence.sent_rate(10.0) == 100.0
     assert math.isclose(evidence.sent_rate(10.0, since=9.8), 500.0)
+
+
+def test_noise_found_raises_the_steepness_the_window_needs() -> None:
+    """3 of 10 refused at the top count in flight, none of 30 below: the window's sign on a
+    clean run, and not beside 10 % of noise found, whose 429s bring 3 of 10 there by chance."""
+
+    clean, noisy = Evidence(TUNING), Evidence(TUNING)
+    noisy.background = 0.1
+    for evidence in (clean, noisy):
+        answered(evidence, 30, 0, at=0.0, in_flight=4)
+        answered(evidence, 7, 3, at=0.5, in_flight=8)
+    assert clean.steep(0.6, 8, 8)
+    assert not noisy.steep(0.6, 8, 8)

@@ -179,7 +179,10 @@ class Controller:
         state = State(
             rate=self._rate,
             rate_growing=self._slow_start,
-            limit_known=self.estimate is not None or self._window_cut_at > -math.inf,
+            # the opening is over once a limit was found, or noise (whose cuts were undone)
+            limit_known=self.estimate is not None
+            or self._window_cut_at > -math.inf
+            or evidence.background > 0,
             window=self.window,
             window_base=self._window_base,
             max_window=self.max_window,

@@ -174,9 +174,12 @@ class Evidence:
         if not lo:
             return False  # nothing sent with fewer in flight to compare with
         hi_share, lo_share = hi_refused / hi, lo_refused / lo
+        # Beside noise already found, a few of its 429s land on the counts at the top by chance:
+        # only as many more than it brings, and a share well above it, point to the window.
+        noise = t.noise_margin * self.background
         return (
-            hi_refused >= t.window_refused_count
-            and hi_share >= t.window_refused_share
+            hi_refused >= t.window_refused_count + noise * hi
+            and hi_share >= max(t.window_refused_share, noise)
             and hi_share >= t.window_steepness * lo_share
         )
 
