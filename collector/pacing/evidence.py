@@ -42,7 +42,7 @@ class State:
 
     rate: float  # math.inf: unlimited
     rate_growing: bool  # in the rate's slow start: no estimate yet, doubling
-    limit_known: bool  # a rate estimate or a window cut: the run's opening is over
+    limit_known: bool  # a rate estimate, a window cut or noise found: the opening is over
     window: int
     window_base: int  # the window right after its last cut
     max_window: int
