@@ -212,6 +212,7 @@ def start_simulator(
     rate_limit: float = 0.0,
     shape: str = "sparse",
     faults: Any = "none",
+    prerender: bool = False,
     **knobs: Any,
 ) -> Any:
     """A threaded simulator; `knobs` (max_in_flight, session_page...) must exist in this build.
@@ -219,8 +220,14 @@ def start_simulator(
     `latency_ms` is the mean: each answer takes it times a factor drawn evenly from
     [1 - spread, 1 + spread].
 
-    Raises `Unavailable` naming a knob this build's `SimulatorConfig` lacks. `shape` is dropped
-    where shapes do not exist yet (`shape_in_use` says which one is served).
+    `prerender` encodes every machine's answer before serving (30 MB at 6,000 sparse
+    machines), so the simulator's share of the two cores is HTTP alone: generating a machine's
+    sessions costs more CPU than serving them, and at a fixed number in flight every
+    millisecond of it lengthens the round trip the collector is measured against.
+
+    Raises `Unavailable` naming a knob this build's `SimulatorConfig` lacks. `shape` and
+    `prerender` are dropped where they do not exist yet (`shape_in_use` says which shape is
+    served).
     """
     from collector.simulator import SimulatorConfig, start_in_thread
 
@@ -230,6 +237,8 @@ def start_simulator(
         raise Unavailable(f"the simulator has no {', '.join(missing)} knob")
     if "shape" in known:
         knobs["shape"] = shape
+    if "prerender" in known:
+        knobs["prerender"] = prerender
     config = SimulatorConfig(
         host="127.0.0.1",
         machines=machines,

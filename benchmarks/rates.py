@@ -99,8 +99,9 @@ def bench_limited(
     knobs: dict[str, Any] = {} if max_in_flight is None else {"max_in_flight": max_in_flight}
     try:
         sim = start_simulator(
-            n, FAST_MS, spread=LATENCY_SPREAD, rate_limit=rate_limit, shape=shape, **knobs
-        )
+            n, FAST_MS, spread=LATENCY_SPREAD, rate_limit=rate_limit, shape=shape,
+            prerender=True, **knobs,
+        )  # fmt: skip
     except Unavailable as exc:
         report.not_available(name + ": throughput", scale, want, str(exc))
         report.not_available(name + ": 429 share", "same run", few, str(exc))
@@ -214,7 +215,7 @@ def bench_fast(ctx: Context) -> None:
         ):
             report.not_run(bench, scale, target, "time budget")
         return
-    sim = start_simulator(n, FAST_MS, spread=LATENCY_SPREAD, shape=shape)
+    sim = start_simulator(n, FAST_MS, spread=LATENCY_SPREAD, shape=shape, prerender=True)
     try:
         machines = keep_machine_list(sim, ctx.work, "fast")
         plain_out = ctx.work / "plain.ndjson"

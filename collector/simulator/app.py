@@ -153,6 +153,7 @@ class State:
     bodies: OrderedDict[int, list[bytes]] = field(default_factory=OrderedDict)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     in_flight: int = 0  # sessions calls being served now, for `Faults.max_in_flight`
+    body_cache_size: int | None = BODY_CACHE_SIZE  # None: keep every machine's (`prerender`)
 
     def revoke_tokens(self) -> None:
         """Forget every issued token: the next data call with any of them gets a 401."""
@@ -183,11 +184,19 @@ class State:
         if parts is None:
             parts = [orjson.dumps(s) for s in self.site.sessions(index)]
             self.bodies[index] = parts
-            if len(self.bodies) > BODY_CACHE_SIZE:
+            if self.body_cache_size is not None and len(self.bodies) > self.body_cache_size:
                 self.bodies.popitem(last=False)
         else:
             self.bodies.move_to_end(index)
         return parts
+
+    def prerender(self) -> None:
+        """Encode every machine's sessions now and keep them all, so a benchmark's server spends
+        its share of the cores it shares with the client on HTTP alone (generating is most of
+        its CPU a call, and adds to every call's round trip)."""
+        self.body_cache_size = None
+        for index in range(self.site.count):
+            self.encoded_sessions(index)
 
     def sessions_body(self, index: int) -> bytes:
         """One machine's unpaged answer, `{"Items": [...]}`, as the documented example."""

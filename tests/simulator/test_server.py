@@ -20,7 +20,7 @@ from collector.simulator import (
     serve,
     start_in_thread,
 )
-from collector.simulator.server import resolve_faults
+from collector.simulator.server import make_state, resolve_faults
 from tests.simulator.conftest import api_headers, fetch_token, get, sessions_path
 
 
@@ -200,6 +200,18 @@ async def test_run_forever_announces_writes_the_list_and_stops_on_cancel(tmp_pat
         f"export CITRIX_CLIENT_ID={DEFAULT_CLIENT_ID} CITRIX_CLIENT_SECRET={DEFAULT_CLIENT_SECRET}"
         in lines
     )
+
+
+def test_prerender_keeps_every_machine_and_serves_the_same_bytes() -> None:
+    """`prerender` encodes every machine's answer up front, past the LRU's size, and the
+    bodies are those a simulator without it generates on demand."""
+    machines = 1100  # more than the LRU keeps
+    warm = make_state(SimulatorConfig(machines=machines, prerender=True))
+    cold = make_state(SimulatorConfig(machines=machines))
+    assert len(warm.bodies) == machines
+    assert not cold.bodies
+    for index in (0, 617, machines - 1):
+        assert warm.sessions_body(index) == cold.sessions_body(index)
 
 
 def test_the_simulator_imports_nothing_else_from_collector() -> None:
