@@ -49,7 +49,8 @@ class Sizes:
     rate: int  # spec: no size
     in_flight: int  # spec: no size
     both: int  # spec: no size
-    fast: int  # spec: CPU per 10,000, memory at 10,000, scattered 429s: no size
+    fast: int  # spec: CPU per 10,000, memory at 10,000
+    scattered: int  # spec: no size; long enough that the last retries' 1 s is a small part
     plain: int  # the seed's script, on a sample
     latency_loop: bool  # the minimal loop beside latency-bound too (a reference: ~35 s at 20,000)
     big: int | None  # spec: memory at 200,000
@@ -64,6 +65,7 @@ FULL = Sizes(
     in_flight=6_000,
     both=2_000,
     fast=10_000,
+    scattered=30_000,
     plain=150,
     latency_loop=True,
     big=200_000,
@@ -76,6 +78,7 @@ QUICK = Sizes(
     in_flight=3_000,
     both=1_000,
     fast=10_000,
+    scattered=10_000,
     plain=100,
     latency_loop=True,
     big=None,

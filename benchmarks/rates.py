@@ -1,6 +1,6 @@
 """The throughput benches at 20 ms: throttled servers (a rate, a window in flight, both), then
-the unthrottled server: the seed's plain script, the CPU cost against the minimal loop,
-scattered 429s and the memory at 10,000.
+the unthrottled server: the seed's plain script, the CPU cost against the minimal loop and
+the memory at 10,000. Random 429s have their own longer runs (`noise.py`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from benchmarks.context import (
     BOTH_IN_FLIGHT,
     BOTH_RATE,
     CONCURRENCY,
-    DENSE_429,
     FAST_MS,
     HEADLINE_SHAPE,
     IN_FLIGHT,
     LATENCY_SPREAD,
     LIMITED_CONCURRENCY,
     RATE_LIMIT,
-    SCATTERED_429,
     Context,
     keep_machine_list,
     mean_ms,
@@ -195,7 +193,7 @@ def bench_both(ctx: Context) -> None:
                   max_in_flight=BOTH_IN_FLIGHT)  # fmt: skip
 
 
-# --- 20 ms, no limit: the plain script, CPU, scattered 429s, memory at 10,000 ---------------
+# --- 20 ms, no limit: the plain script, CPU, memory at 10,000 ---------------------------------
 
 
 def bench_fast(ctx: Context) -> None:
@@ -206,13 +204,8 @@ def bench_fast(ctx: Context) -> None:
     scale = f"{n:,} machines, {mean_ms(FAST_MS)}, conc {CONCURRENCY}, {shape}"
     faster = Target(">=", 40, "x the plain script")
     cpu = Target("<=", 1.3, "x the minimal aiohttp + orjson loop")
-    scattered = Target(">=", 70, "% of the same run without them")
     if not budget.allows(60):
-        for bench, target in (
-            ("vs a plain script", faster),
-            ("CPU cost", cpu),
-            ("scattered 429s", scattered),
-        ):
+        for bench, target in (("vs a plain script", faster), ("CPU cost", cpu)):
             report.not_run(bench, scale, target, "time budget")
         return
     sim = start_simulator(n, FAST_MS, spread=LATENCY_SPREAD, shape=shape, prerender=True)
@@ -248,12 +241,6 @@ def bench_fast(ctx: Context) -> None:
         if budget.allows(20):
             minimal = run_minimal(ctx.work, sim, machines, budget.cap(90), CONCURRENCY, loop_out)
         same = same_records(clean_out, loop_out)
-        noisy = dense = None
-        served = dense_served = 0
-        if budget.allows(30) and not trouble(clean, n):
-            noisy, served = run_noisy(ctx, sim, machines, SCATTERED_429, 3 * clean.wall_s)
-        if budget.allows(40) and noisy is not None and not noisy.timed_out:
-            dense, dense_served = run_noisy(ctx, sim, machines, DENSE_429, 4 * clean.wall_s)
     finally:
         sim.stop()
 
@@ -270,11 +257,7 @@ def bench_fast(ctx: Context) -> None:
     problem = trouble(clean, n)
     rate = clean.summary.rate
     if problem or rate is None:
-        for bench, target in (
-            ("vs a plain script", faster),
-            ("CPU cost", cpu),
-            ("scattered 429s", scattered),
-        ):
+        for bench, target in (("vs a plain script", faster), ("CPU cost", cpu)):
             report.fail(bench, scale, str(problem), target)
         return
     ctx.rss_10k = clean.maxrss_mb
@@ -298,8 +281,6 @@ def bench_fast(ctx: Context) -> None:
     else:
         report.fail("vs a plain script", "-", "no plain-script figure", faster)
     cpu_row(report, clean, minimal, n, cpu, same)
-    scattered_row(report, clean, noisy, served, SCATTERED_429, scattered)
-    scattered_row(report, clean, dense, dense_served, DENSE_429, None)
     memory = Target("<=", 150, "MB")
     report.check(
         f"memory at {n:,}",
@@ -347,52 +328,3 @@ def cpu_row(
         collector_cpu_s_per_10k=round(per_10k, 2),
         loop_cpu_s_per_10k=round(base_10k, 2),
     )
-
-
-def run_noisy(
-    ctx: Context, sim: Any, machines: Path, share: float, timeout_s: float
-) -> tuple[Child, int]:
-    """The collector again on the same site, `share` of the answers now random 429s (a live
-    knob); the run and the machines the simulator served meanwhile."""
-    served_before = sum(sim.counters.sessions_served.values())
-    sim.faults.p_429 = share
-    noisy = run_collector(
-        ctx.work, sim, machines, ctx.budget.cap(max(30, timeout_s)), concurrency=CONCURRENCY
-    )
-    return noisy, sum(sim.counters.sessions_served.values()) - served_before
-
-
-def scattered_row(
-    report: Report,
-    clean: Child,
-    noisy: Child | None,
-    served: int,
-    share: float,
-    target: Target | None,
-) -> None:
-    """Random 429s against the clean run: the collector's rate, or the server's if killed.
-    With no target (dense noise, README's known limits), an info row."""
-    name = f"{'scattered' if target else 'dense'} 429s ({share:.0%})"
-    scale = "the collector run above, random 429s added"
-    if noisy is None:
-        if target is not None:
-            report.not_run(name, scale, target, "time budget")
-        return
-    clean_rate = clean.summary.rate or 0.0
-    rate, how, counts = noisy.summary.rate, "", True
-    if noisy.timed_out or rate is None:
-        rate, how = served / noisy.wall_s, f" (stopped after {noisy.wall_s:.0f} s: served/s)"
-    elif noisy.returncode != 0:  # fast but not whole: machines failed under 1% noise
-        how, counts = f" (exit {noisy.returncode}, {noisy.summary.failed} machines failed)", False
-    percent = 100 * rate / clean_rate if clean_rate else 0.0
-    measured = f"{rate:.0f} vs {clean_rate:.0f} machines/s: {percent:.0f} %{how}"
-    figures = {
-        "machines_per_s": round(rate, 1),
-        "clean_machines_per_s": clean_rate,
-        "throttled": noisy.summary.throttled,
-        "exit_code": noisy.returncode,
-    }
-    if target is None:
-        report.info(name, scale, measured, **figures)
-        return
-    report.check(name, scale, measured, target, percent if counts else 0.0, **figures)

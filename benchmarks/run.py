@@ -32,6 +32,7 @@ from pathlib import Path
 
 from benchmarks.context import FULL, QUICK, RESULTS, Context
 from benchmarks.harness import Budget
+from benchmarks.noise import bench_scattered
 from benchmarks.rates import bench_both, bench_fast, bench_in_flight, bench_rate
 from benchmarks.report import (
     Report,
@@ -52,7 +53,8 @@ BENCHES: dict[str, Callable[[Context], None]] = {
     "rate": bench_rate,
     "in-flight": bench_in_flight,
     "both": bench_both,
-    "fast": bench_fast,  # plain script, CPU cost, scattered 429s, memory at 10,000
+    "fast": bench_fast,  # plain script, CPU cost, memory at 10,000
+    "noise": bench_scattered,  # scattered 429s, and dense ones (info)
     "big": bench_big,  # the 200,000 rows
 }
 

@@ -17,7 +17,8 @@ from benchmarks.harness import (
     record_keys,
     start_simulator,
 )
-from benchmarks.rates import scattered_row, steady_rate
+from benchmarks.noise import scattered_row
+from benchmarks.rates import steady_rate
 from benchmarks.report import (
     FAIL,
     INFO,
