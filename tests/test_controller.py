@@ -353,6 +353,28 @@ class TestDecisions:
         assert controller.paused_until == 1.01
         assert controller.rate == math.inf
 
+    def test_a_burst_taken_out_of_order_keeps_what_the_server_took(self) -> None:
+        """Ten requests granted at once reach the server in any order, so the one refused may
+        carry fewer in flight than those taken (seen in a bench run: refused with 2, taken with
+        7). The window ends at the six the server took at once, not below the refused count."""
+
+        controller = Controller(0, 32)
+        for _ in range(10):
+            controller.on_sent(0.0)
+        answers = [(True, 1), (False, 8), (False, 2), (True, 3), (True, 4), (True, 5),
+                   (True, 6), (True, 7), (False, 9), (False, 10)]  # fmt: skip
+        verdicts = []
+        for i, (ok, flight) in enumerate(answers):
+            now = 0.02 + i * 5e-4
+            if ok:
+                controller.on_success(now, flight, 0.0)
+            else:
+                verdicts.append(
+                    controller.on_throttle(now, sent_at=0.0, in_flight=flight, retry_after=1.0)
+                )
+        assert Verdict.WINDOW in verdicts
+        assert controller.window == 6
+
     def test_stale_429_extends_the_pause_only(self) -> None:
         """A 429 for a request sent before the last cut cuts nothing more."""
 

@@ -139,3 +139,15 @@ def test_noise_found_raises_the_steepness_the_window_needs() -> None:
         answered(evidence, 7, 3, at=0.5, in_flight=8)
     assert clean.steep(0.6, 8, 8)
     assert not noisy.steep(0.6, 8, 8)
+
+
+def test_held_at_counts_the_successes_in_flight_at_a_moment() -> None:
+    """Of three successes, two were sent by 0.01 and answered after it: the server took those
+    two at once; the one answered before 0.01, and any without a send time, do not count."""
+
+    evidence = Evidence(TUNING)
+    evidence.success(0.005, 1, sent_at=0.0)  # answered before the moment
+    evidence.success(0.02, 2, sent_at=0.001)
+    evidence.success(0.03, 9, sent_at=0.002)
+    evidence.success(0.03, 3)  # no send time known
+    assert evidence.held_at(0.01) == 2

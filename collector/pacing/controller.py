@@ -40,10 +40,11 @@ class Controller:
         "_cycles",
         "_evidence",
         "_guessed",
+        "_held",
+        "_held_at",
         "_ok_since_cut",
         "_probe_s",
         "_rate",
-        "_refused_low",
         "_resumed_at",
         "_slow_start",
         "_window_base",
@@ -94,7 +95,9 @@ class Controller:
         self._cycles = Cycles(tuning)
         self._window_base = self.window  # the window right after its last cut
         self._window_cut_at = -math.inf
-        self._refused_low = max_window + 1  # the fewest in flight refused since that cut
+        # The successes in flight at once with the request whose 429 cut the window (at
+        # `_held_at`: its grant, its burst included): a count the server took together.
+        self._held, self._held_at = 0, -math.inf
         self._window_probe_s = tuning.probe_min_s  # until a cut sets it (see `_probe_for`)
 
     @property
@@ -111,19 +114,24 @@ class Controller:
     def on_success(self, now: float, in_flight: int = 0, sent_at: float | None = None) -> None:
         """A 2xx answer to a request sent at `sent_at` (None: unknown, then `now`) with
         `in_flight` requests in flight (itself included)."""
-        self._evidence.success(now, in_flight)
+        self._evidence.success(now, in_flight, sent_at)
         self._cycles.answered(now, now if sent_at is None else sent_at, refused=False)
         if now >= self.paused_until:  # answered while paused: sent before the cut, not its cycle
             self._ok_since_cut += 1
         if self.estimate is not None or self._slow_start:
             self._rate = min(self.ceiling, self._rate_target(now))
         if (
-            self.window < in_flight < self._refused_low
+            sent_at is not None
+            and sent_at <= self._held_at < now
             and now - self._window_cut_at <= self.tuning.answers_window_s
         ):
-            # Sent before the window's cut, with fewer in flight than any refused since: the
-            # answers of one flood come back in any order, and this one says more worked.
-            self.window = self._window_base = in_flight
+            # In flight with the request whose 429 cut the window: the server took one more at
+            # once than counted so far. Counted, not read from the counts in flight at their
+            # grants: the requests of one burst reach the server in any order, so one sent with
+            # 6 in flight may be refused and one sent with 9 taken.
+            self._held += 1
+            if self._held > self.window:
+                self.window = self._window_base = min(self.max_window, self._held)
         elif self._window_slow_start:
             if self.window >= self.max_window:
                 self._window_slow_start = False
@@ -160,9 +168,10 @@ class Controller:
             and 0 < evidence.ok_flight_high() < in_flight
         ):
             # Refused with more in flight than nearly all successes, in the flood the cut
-            # answered: the limit is below this count (see `evidence.charge`).
-            self._refused_low = min(self._refused_low, in_flight)
-            self.window = self._window_base = min(self.window, max(1, in_flight - 1))
+            # answered: the limit is below this count (see `evidence.charge`), though not
+            # below what the server was seen to take at once.
+            below = max(1, in_flight - 1, self._held)
+            self.window = self._window_base = min(self.window, below)
         if sent_at < max(self._cut_at, self._window_cut_at):
             # Sent before the last cut: the cut already answered what this one says, and a
             # flood of 429s from one burst must not cut once per answer.
@@ -191,12 +200,11 @@ class Controller:
         if blame.charge is Charge.NOISE:
             return Verdict.NOISE
         if blame.charge is Charge.WINDOW:
-            self._refused_low = in_flight
-            return self._cut_window(now, pause, blame.worked)
+            return self._cut_window(now, pause, blame.worked, sent_at)
         if blame.charge is Charge.WINDOW_FALLEN:
             # The count that worked is unknown now: cut multiplicatively (AIMD, CUBIC's beta),
             # and leave the rate alone.
-            return self._cut_window(now, pause, math.floor(self.window * t.window_cut))
+            return self._cut_window(now, pause, math.floor(self.window * t.window_cut), sent_at)
         self._cycles.cut(now, resumed=max(self.paused_until, now + pause), rate=self._rate)
         if self._rate == math.inf:
             self._slow_start = True  # the first limit: from the rate sent, doubling
@@ -282,7 +290,11 @@ class Controller:
 
     # --- the window ------------------------------------------------------------------------
 
-    def _cut_window(self, now: float, pause: float, window: int) -> Verdict:
+    def _cut_window(self, now: float, pause: float, window: int, sent_at: float) -> Verdict:
+        self._held_at = sent_at + self.tuning.burst_s
+        self._held = self._evidence.held_at(self._held_at)
+        window = max(window, self._held)  # what the server took at once worked, whatever the
+        # counts in flight its burst was granted with
         self.window = self._window_base = max(1, min(self.window, window))
         self._window_slow_start = False
         if self.estimate is not None or self._slow_start:

@@ -55,6 +55,7 @@ class Evidence:
         "_answers",
         "_count",
         "_ok_flights",
+        "_ok_spans",
         "_second",
         "_sent",
         "background",
@@ -70,6 +71,8 @@ class Evidence:
         # How many were in flight with each of the latest successes: a limit on calls in flight
         # refuses only requests sent with more than it allows, a rate limit refuses any.
         self._ok_flights: deque[int] = deque(maxlen=tuning.ok_flights_kept)
+        # (sent, answered) of the same successes: which of them were in flight at one moment
+        self._ok_spans: deque[tuple[float, float]] = deque(maxlen=tuning.ok_flights_kept)
         self._second = -math.inf  # the clock second being counted, from the first 429 on ...
         self._count = 0  # ... its 2xx answers so far, and
         self.peak = 0  # the most 2xx answers of one second before it
@@ -84,8 +87,10 @@ class Evidence:
         while sent[0] < horizon:
             sent.popleft()
 
-    def success(self, now: float, in_flight: int) -> None:
+    def success(self, now: float, in_flight: int, sent_at: float | None = None) -> None:
         self._answers.append((now, False, in_flight))
+        if sent_at is not None:
+            self._ok_spans.append((sent_at, now))
         if self._second > -math.inf:
             second = math.floor(now)
             if second != self._second:
@@ -105,6 +110,7 @@ class Evidence:
         rate they were not sent at, and counts in flight seen at another rate mislead."""
         self._answers.clear()
         self._ok_flights.clear()
+        self._ok_spans.clear()
 
     # --- readings --------------------------------------------------------------------------
 
@@ -131,6 +137,11 @@ class Evidence:
         if not flights:
             return 0
         return flights[min(len(flights) - 1, int(self.tuning.ok_flight_share * len(flights)))]
+
+    def held_at(self, moment: float) -> int:
+        """How many of the latest successes were in flight at `moment`: sent by then, answered
+        after it. The server took them all while they were."""
+        return sum(1 for sent, answered in self._ok_spans if sent <= moment < answered)
 
     def worked_below(self, in_flight: int) -> int:
         """The most in flight among the latest successes sent with fewer than `in_flight`."""

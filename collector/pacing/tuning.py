@@ -93,6 +93,8 @@ class Tuning:
     # even at 100/s, and the same state of the run
     window_steepness: float = 4.0  # ... and this many times the share refused with fewer in
     # flight: a rate limit, or noise, refuses alike at every count in flight
+    burst_s: float = 0.002  # requests granted this close together are one burst: they reach
+    # the server in any order, so which of them it refused says nothing of their counts
     ok_flights_kept: int = 100  # "the latest successes": enough that a rate limit's random
     # 429 seldom lands above all of their counts in flight, few enough to follow a change
 
