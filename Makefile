@@ -28,7 +28,7 @@ test: lint
 demo: install
 	$(bin)collector demo
 
-# Every SPEC 8 row, the 200,000-machine ones included (8 to 14 minutes on 2 cores); writes
+# Every SPEC 8 row, the 200,000-machine ones included (6 to 14 minutes on 2 cores); writes
 # benchmarks/results/latest.json. bench-quick: smaller sizes, no 200,000 rows (~2 minutes).
 bench: install
 	$(bin)python -m benchmarks.run
